@@ -1,0 +1,35 @@
+# The cookbook's task runner. Two commands matter (README "Quickstart"):
+#   make notebooks   set up .venv if needed, then execute every notebook on the embedded defaults
+#   make test        set up .venv if needed, then run the whole test suite
+# Setup is idempotent: .venv is (re)installed only when pyproject.toml changed.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Quiet pip's noise about optional local package indexes that may not exist on a machine.
+PIP_FLAGS ?= --quiet --progress-bar off
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
+
+.PHONY: setup notebooks test lint clean-build
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install $(PIP_FLAGS) -e ".[dev]" 2>&1 | { grep -v "^WARNING: Location" || true; }
+	$(PY) -c "import mmhelpers, torch, torchaudio, torchvision, transformers, papermill; print('setup ok: torch', torch.__version__)"
+	@touch $(STAMP)
+
+notebooks: setup
+	$(PY) -m mmhelpers.run_notebooks $(ARGS)
+
+test: setup
+	$(PY) -m pytest $(ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check mmhelpers tests scripts notebooks
+
+clean-build:
+	rm -rf build

