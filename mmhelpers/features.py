@@ -53,7 +53,12 @@ def _tensor_sha(t: torch.Tensor) -> str:
 
 
 def save_tensor(path: Path, tensor: torch.Tensor, meta: dict[str, Any]) -> None:
-    """Save a tensor with its metadata and checksum, atomically."""
+    """Save a tensor with its metadata and checksum, atomically.
+
+    The metadata is stored as plain JSON values (tuples become lists, paths strings), as
+    ``load_tensor`` compares it, and so that ``torch.load(weights_only=True)`` can read it back.
+    """
+    meta = json.loads(json.dumps(meta, default=str))
     payload = {"version": FORMAT_VERSION, "meta": meta, "sha256": _tensor_sha(tensor), "tensor": tensor.cpu()}
     with atomic_open(path, "wb") as f:
         torch.save(payload, f)

@@ -1,0 +1,119 @@
+"""Execute the cookbook's notebooks headlessly with papermill and summarise their key figures.
+
+    python -m mmhelpers.run_notebooks                 # every notebook, full parameters, embedded data
+    python -m mmhelpers.run_notebooks --smoke         # every notebook with SMOKE=True (what the tests use)
+    python -m mmhelpers.run_notebooks --only 00_ -p DATA real
+
+Executed copies go to build/executed/, each notebook's metrics JSON to build/metrics/,
+and a summary (time, status and metrics per notebook) to build/summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from mmhelpers.atomic import write_json
+from mmhelpers.paths import REPO_ROOT, build_dir
+
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+
+
+def discover(only: str | None = None) -> list[Path]:
+    """Notebooks under notebooks/, in their numbered order (checkpoints and executed copies skipped)."""
+    found = sorted(p for p in NOTEBOOK_DIR.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+    return [p for p in found if only is None or only in p.relative_to(NOTEBOOK_DIR).as_posix()]
+
+
+def notebook_id(path: Path) -> str:
+    """``notebooks/00_foundations/01_attention.ipynb`` -> ``00_foundations__01_attention``."""
+    return "__".join(path.relative_to(NOTEBOOK_DIR).with_suffix("").parts)
+
+
+def check_executed(nb: dict[str, Any], path: Path) -> None:
+    """Fail a notebook that ran nothing: every non-empty code cell must have an execution count."""
+    code = [c for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).strip()]
+    if not code:
+        raise RuntimeError(f"{path}: the notebook has no code cells")
+    skipped = [i for i, c in enumerate(code) if c.get("execution_count") is None]
+    if skipped:
+        raise RuntimeError(f"{path}: code cells {skipped} were not executed")
+
+
+def execute(path: Path, parameters: dict[str, Any] | None = None, out_dir: Path | None = None,
+            metrics_json: Path | None = None, log_output: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Run one notebook in a fresh python3 kernel with papermill; return the metrics it wrote.
+
+    Raises papermill's PapermillExecutionError (with the failing cell's traceback) on any error,
+    and RuntimeError if the notebook executed no code or wrote no metrics.
+    """
+    import nbformat
+    import papermill
+
+    nid = notebook_id(path)
+    out_dir = out_dir or build_dir() / "executed"
+    metrics_json = metrics_json or build_dir() / "metrics" / f"{nid}.json"
+    metrics_json.unlink(missing_ok=True)
+    out_path = out_dir / path.relative_to(NOTEBOOK_DIR)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    params = {**(parameters or {}), "METRICS_JSON": str(metrics_json)}
+    papermill.execute_notebook(
+        str(path), str(out_path), parameters=params, kernel_name="python3", cwd=str(path.parent),
+        progress_bar=False, log_output=log_output,
+    )  # fmt: skip
+    check_executed(nbformat.read(out_path, as_version=4), out_path)
+    if not metrics_json.exists():
+        raise RuntimeError(f"{path}: finished but wrote no metrics to {metrics_json}")
+    return json.loads(metrics_json.read_text())
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="run with SMOKE=True (small and fast)")
+    ap.add_argument("--only", help="run only notebooks whose path contains this text")
+    ap.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                    help="set a notebook parameter (Python literal), e.g. -p DATA real")  # fmt: skip
+    ap.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
+    args = ap.parse_args(argv)
+    params: dict[str, Any] = {k: _parse_value(v) for k, v in args.p}
+    if args.smoke:
+        params["SMOKE"] = True
+    notebooks = discover(args.only)
+    if not notebooks:
+        print("no notebooks matched", file=sys.stderr)
+        return 2
+    summary: dict[str, Any] = {"parameters": params, "notebooks": {}}
+    failed = 0
+    for path in notebooks:
+        nid = notebook_id(path)
+        print(f"== {path.relative_to(REPO_ROOT)} ...", flush=True)
+        start = time.perf_counter()
+        try:
+            metrics = execute(path, params, log_output=args.log_output)
+            status = "ok"
+        except Exception as e:  # report every notebook, then fail at the end
+            metrics, status = {}, f"FAILED: {type(e).__name__}: {str(e).strip()[-3000:]}"
+            failed += 1
+        seconds = round(time.perf_counter() - start, 1)
+        summary["notebooks"][nid] = {"status": status, "seconds": seconds, "metrics": metrics}
+        print(f"   {status} in {seconds} s", flush=True)
+    out = write_json(build_dir() / "summary.json", summary)
+    print(f"\n{len(notebooks) - failed}/{len(notebooks)} notebooks ran; executed copies in "
+          f"{build_dir() / 'executed'}; summary in {out}")  # fmt: skip
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
