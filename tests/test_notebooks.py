@@ -1,0 +1,87 @@
+"""Every notebook runs top to bottom in a fresh kernel with its smoke parameters, and its key figures are right.
+
+Thresholds are set so that a broken or untrained model fails them (see each assertion's comment).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from mmhelpers.run_notebooks import NOTEBOOK_DIR, check_executed, discover, execute
+
+pytestmark = pytest.mark.notebook
+NOTEBOOKS = discover()
+
+
+def run(name: str, tmp_path: Path, **params: object) -> dict:
+    (path,) = [p for p in NOTEBOOKS if p.stem == name]
+    return execute(path, {"SMOKE": True, **params}, out_dir=tmp_path / "executed", metrics_json=tmp_path / "metrics.json")
+
+
+def test_notebooks_are_found_and_numbered():
+    assert len(NOTEBOOKS) >= 2
+    for p in NOTEBOOKS:
+        rel = p.relative_to(NOTEBOOK_DIR)
+        assert all(part[:2].isdigit() and part[2] == "_" for part in rel.parts), f"{rel} is not numbered NN_name"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_structure(path: Path):
+    nb = nbformat.read(path, as_version=4)
+    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1, "exactly one cell tagged 'parameters' (papermill injects after it)"
+    for name in ("SMOKE", "SEED", "DEVICE", "METRICS_JSON"):
+        assert f"\n{name} =" in "\n" + params[0].source, f"parameters cell lacks {name}"
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "from mmhelpers" in code, "notebooks import their machinery from mmhelpers"
+    assert "save_metrics(" in code, "notebooks write their key figures"
+    assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit notebooks without outputs"
+
+
+def test_check_executed_rejects_a_notebook_that_ran_nothing(tmp_path: Path):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("y = 2")])
+    nb.cells[0].execution_count = 1
+    with pytest.raises(RuntimeError, match="not executed"):
+        check_executed(nb, tmp_path / "x.ipynb")
+    with pytest.raises(RuntimeError, match="no code cells"):
+        check_executed(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# hi")]), tmp_path / "y.ipynb")
+
+
+def test_attention_from_scratch(tmp_path: Path):
+    m = run("01_attention_from_scratch", tmp_path)
+    # every from-scratch piece agrees with PyTorch to 1e-5
+    assert set(m["max_abs_error"]) >= {"sdpa", "sdpa_causal", "mha", "positional_encoding", "encoder_post_norm",
+                                       "encoder_pre_norm", "decoder", "cross_modal"}  # fmt: skip
+    assert m["max_abs_error_overall"] < 1e-5, m["max_abs_error"]
+    # causality: the future cannot change the past, but does change the present
+    assert m["causal_past_change"] < 1e-6 and m["causal_future_change"] > 0.1
+    # the copy task needs attention: untrained is near chance (0.1), trained nearly perfect
+    assert m["copy_accuracy_untrained"] < 0.2
+    assert m["copy_accuracy"] > 0.9
+    assert m["copy_lookback_attention"] > 0.3  # the last layer attends to the token it must copy
+
+
+def test_tensors_and_features_embedded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("MMHELPERS_MIRROR", raising=False)  # embedded defaults need no mirror
+    m = run("02_tensors_and_features", tmp_path, DATA="embedded")
+    assert m["data"] == "embedded"
+    assert m["logmel_librosa_max_abs_db"] < 0.01 and m["mfcc_librosa_max_abs"] < 0.01
+    assert m["cache_batches_recomputed"] == 0 and m["cache_identical"]
+    assert m["cat_photo_top1"] == 285  # pretrained EfficientNet-Lite0 sees an Egyptian cat; random weights do not
+    assert m["caption_same_image_top1"] > 0.5 > 10 * m["caption_same_image_chance"]  # pretrained MiniLM
+    assert m["audio_probe_accuracy"] > 0.6 and m["pixel_probe_accuracy"] > 0.85  # chance is 0.1
+
+
+@pytest.mark.mirror
+def test_tensors_and_features_real_data(tmp_path: Path, real_mirror: Path):
+    m = run("02_tensors_and_features", tmp_path, DATA="real", N_PHOTOS=24)
+    assert m["data"] == "real" and m["n_clips"] == 400 and m["n_digit_images"] == 10000 and m["n_photos"] == 24
+    assert m["logmel_librosa_max_abs_db"] < 0.01 and m["mfcc_librosa_max_abs"] < 0.01
+    assert m["caption_same_image_top1"] > 10 * m["caption_same_image_chance"]
+    assert m["audio_probe_accuracy"] > 0.3  # real speech, 300 training clips, mean log-mel only: far above 0.1
+    assert m["pixel_probe_accuracy"] > 0.85
+    assert json.dumps(m)  # plain JSON
