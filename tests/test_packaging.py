@@ -1,0 +1,178 @@
+"""Tests of the project's packaging: pinned dependencies agree between pyproject.toml and environment.yml,
+the design card's packages are real dependencies, the installed core libraries are the pinned ones,
+and the documented commands (`make test`, `make notebooks`) are wired up."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*==\s*([^\s;,#]+)\s*$")
+DESIGN_CARD = ["jupyterlab", "torch", "transformers", "torchvision", "torchaudio", "librosa",
+               "opencv-python-headless", "matplotlib", "papermill"]  # fmt: skip
+CORE = ["torch", "torchaudio", "torchvision", "transformers"]
+
+
+def canonical(name: str) -> str:
+    """PEP 503 normalised project name."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def parse_pins(requirements: list[str], where: str) -> dict[str, str]:
+    pins: dict[str, str] = {}
+    for req in requirements:
+        m = PIN.match(req)
+        assert m, f"{where}: {req!r} is not pinned exactly (name==version)"
+        name = canonical(m.group(1))
+        assert name not in pins, f"{where}: {name} listed twice"
+        pins[name] = m.group(3)
+    return pins
+
+
+@pytest.fixture(scope="module")
+def pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+@pytest.fixture(scope="module")
+def pyproject_pins(pyproject: dict) -> dict[str, str]:
+    project = pyproject["project"]
+    deps = parse_pins(project["dependencies"], "[project.dependencies]")
+    dev = parse_pins(project["optional-dependencies"]["dev"], "[project.optional-dependencies].dev")
+    assert not set(deps) & set(dev), f"listed in both: {set(deps) & set(dev)}"
+    return {**deps, **dev}
+
+
+def load_environment_yml() -> dict:
+    text = (ROOT / "environment.yml").read_text()
+    try:
+        import yaml
+    except ModuleNotFoundError:  # pragma: no cover - PyYAML comes with transformers
+        return _simple_environment_yml(text)
+    return yaml.safe_load(text)
+
+
+def _simple_environment_yml(text: str) -> dict:
+    """Just enough of YAML for environment.yml: 'dependencies' with scalars and one 'pip:' sub-list."""
+    env: dict = {"dependencies": []}
+    pip: list[str] | None = None
+    in_deps = False
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].rstrip()
+        if not line.strip():
+            continue
+        if not line.startswith(" "):
+            key, _, value = line.partition(":")
+            in_deps = key == "dependencies"
+            if value.strip():
+                env[key] = value.strip()
+            continue
+        item = line.strip()
+        if not in_deps or not item.startswith("- "):
+            continue
+        item = item[2:].strip()
+        indent = len(line) - len(line.lstrip())
+        if item == "pip:":
+            pip = []
+            env["dependencies"].append({"pip": pip})
+        elif pip is not None and indent > 2:
+            pip.append(item)
+        else:
+            pip = None
+            env["dependencies"].append(item)
+    return env
+
+
+def test_simple_yaml_parser_agrees_with_pyyaml() -> None:
+    yaml = pytest.importorskip("yaml")
+    text = (ROOT / "environment.yml").read_text()
+    assert _simple_environment_yml(text)["dependencies"] == yaml.safe_load(text)["dependencies"]
+
+
+@pytest.fixture(scope="module")
+def environment() -> dict:
+    return load_environment_yml()
+
+
+@pytest.fixture(scope="module")
+def conda_pins(environment: dict) -> dict[str, str]:
+    pip_lists = [d["pip"] for d in environment["dependencies"] if isinstance(d, dict) and "pip" in d]
+    assert len(pip_lists) == 1, "environment.yml needs exactly one pip: list"
+    return parse_pins(pip_lists[0], "environment.yml pip")
+
+
+def test_every_dependency_is_pinned_exactly(pyproject_pins: dict[str, str]) -> None:
+    assert len(pyproject_pins) >= 15
+    for name, version in pyproject_pins.items():
+        assert re.fullmatch(r"\d+(\.\d+)+", version), f"{name}=={version}: not a plain release version"
+
+
+def test_environment_yml_matches_pyproject(pyproject_pins: dict[str, str], conda_pins: dict[str, str]) -> None:
+    assert sorted(set(pyproject_pins) - set(conda_pins)) == [], "in pyproject.toml but not environment.yml"
+    assert sorted(set(conda_pins) - set(pyproject_pins)) == [], "in environment.yml but not pyproject.toml"
+    differ = {n: (pyproject_pins[n], conda_pins[n]) for n in pyproject_pins if pyproject_pins[n] != conda_pins[n]}
+    assert differ == {}, f"versions differ (pyproject, environment.yml): {differ}"
+
+
+def test_environment_yml_pins_python_311(environment: dict, pyproject: dict) -> None:
+    conda = [d for d in environment["dependencies"] if isinstance(d, str)]
+    pythons = [d for d in conda if re.match(r"python\b", d)]
+    assert len(pythons) == 1 and re.fullmatch(r"python\s*=\s*3\.11(\.\*|\.\d+)?", pythons[0]), pythons
+    assert "pip" in conda
+    assert ">=3.11" in pyproject["project"]["requires-python"]
+
+
+def test_design_card_packages_are_dependencies(pyproject: dict, pyproject_pins: dict[str, str]) -> None:
+    runtime = {canonical(PIN.match(r).group(1)) for r in pyproject["project"]["dependencies"]}
+    missing = [p for p in DESIGN_CARD if canonical(p) not in runtime]
+    assert missing == [], f"design-card packages missing from [project.dependencies]: {missing}"
+    assert "opencv-python" not in runtime  # the headless build, not the GUI one
+
+
+@pytest.mark.parametrize("name", CORE)
+def test_installed_core_versions_equal_the_pins(pyproject_pins: dict[str, str], name: str) -> None:
+    installed = importlib.metadata.version(name)
+    public = installed.split("+", 1)[0]  # '2.14.1+cpu' satisfies '==2.14.1' (PEP 440 local versions)
+    assert public == pyproject_pins[name], f"{name}: installed {installed}, pinned {pyproject_pins[name]}"
+
+
+def makefile_recipe(target: str) -> list[str]:
+    lines = (ROOT / "Makefile").read_text().splitlines()
+    for i, line in enumerate(lines):
+        if re.match(rf"^{re.escape(target)}\s*:(?!=)", line):
+            recipe = []
+            for nxt in lines[i + 1 :]:
+                if not nxt.startswith("\t"):
+                    break
+                recipe.append(nxt.strip())
+            return recipe
+    raise AssertionError(f"Makefile has no {target!r} target")
+
+
+def test_ci_runs_make_test() -> None:
+    ci = ROOT / ".ci" / "run"
+    assert ci.is_file(), ".ci/run is missing"
+    assert os.access(ci, os.X_OK), ".ci/run is not executable"
+    commands = [line.split("#", 1)[0].strip() for line in ci.read_text().splitlines()]
+    assert "make test" in commands or any(re.search(r"(^|[;&|]\s*)make\s+test\b", c) for c in commands)
+
+
+def test_make_test_runs_pytest_and_make_notebooks_exists() -> None:
+    assert any(re.search(r"(^|\s)(-m\s+pytest|pytest)(\s|$)", line) for line in makefile_recipe("test"))
+    assert makefile_recipe("notebooks"), "Makefile's notebooks target has no recipe"
+    phony = " ".join(re.findall(r"^\.PHONY\s*:(.*)$", (ROOT / "Makefile").read_text(), flags=re.M)).split()
+    assert {"test", "notebooks"} <= set(phony)
+
+
+def test_readme_documents_the_two_commands() -> None:
+    readme = ROOT / "README.md"
+    if not readme.is_file():
+        pytest.skip("README.md does not exist yet")
+    text = readme.read_text()
+    assert "make notebooks" in text and "make test" in text
