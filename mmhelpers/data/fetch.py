@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import json
 import os
 import shutil
@@ -94,28 +95,38 @@ def fetch(
     missing = [s for s in wanted if not _is_verified(folder / s.path, s, stamp)]
     if not missing:
         return folder
+    before = dict(stamp)
     still_missing: list[FileSpec] = []
     bar = tqdm(missing, desc=f"{name}: verify/copy", unit="file", disable=not progress or len(missing) < 20)
-    for spec in bar:
-        target = folder / spec.path
-        if target.exists():
+    try:
+        for spec in bar:
+            target = folder / spec.path
+            stamp.pop(spec.path, None)
+            if target.exists():
+                try:
+                    verify_file(target, spec, "cache")
+                    stamp[spec.path] = _stamp_entry(target, spec)
+                    continue
+                except DataError:
+                    target.unlink()  # corrupt cache entry: fetch it again
+            source = mirror / name / spec.path if mirror else None
+            if source is not None and source.is_file():
+                _copy_verified(source, target, spec)
+                stamp[spec.path] = _stamp_entry(target, spec)
+            else:
+                still_missing.append(spec)
+        if still_missing:
             try:
-                verify_file(target, spec, "cache")
-                stamp[spec.path] = _stat_key(target)
-                continue
-            except DataError:
-                target.unlink()  # corrupt cache entry: fetch it again
-        source = mirror / name / spec.path if mirror else None
-        if source is not None and source.is_file():
-            _copy_verified(source, target, spec)
-            stamp[spec.path] = _stat_key(target)
-        else:
-            still_missing.append(spec)
-    if still_missing:
-        _download(ds, still_missing, folder, mirror, progress)
-        for spec in still_missing:
-            stamp[spec.path] = _stat_key(folder / spec.path)
-    write_json(folder / _STAMP, stamp)
+                _download(ds, still_missing, folder, mirror, progress)
+            finally:
+                # Downloads rename a file into place only after its hash matched, so whatever is there
+                # now is verified: stamp it even if a later file failed, and a second call resumes.
+                for spec in still_missing:
+                    if (folder / spec.path).is_file():
+                        stamp[spec.path] = _stamp_entry(folder / spec.path, spec)
+    finally:
+        if stamp != before:
+            write_json(folder / _STAMP, stamp)
     return folder
 
 
@@ -124,17 +135,23 @@ def _stat_key(path: Path) -> list[int]:
     return [st.st_size, st.st_mtime_ns]
 
 
-def _read_stamp(folder: Path) -> dict[str, list[int]]:
+def _stamp_entry(path: Path, spec: FileSpec) -> list[int | str]:
+    """What the stamp records for a verified file: its size and mtime, and the hash it was verified against."""
+    return [*_stat_key(path), spec.sha256]
+
+
+def _read_stamp(folder: Path) -> dict[str, list[int | str]]:
     try:
-        return json.loads((folder / _STAMP).read_text())
+        stamp = json.loads((folder / _STAMP).read_text())
     except (OSError, ValueError):
         return {}
+    return stamp if isinstance(stamp, dict) else {}
 
 
-def _is_verified(path: Path, spec: FileSpec, stamp: dict[str, list[int]]) -> bool:
-    """A file verified earlier and unchanged since (same size and mtime) is not hashed again."""
+def _is_verified(path: Path, spec: FileSpec, stamp: dict[str, list[int | str]]) -> bool:
+    """A file verified earlier against the same hash and unchanged since (same size and mtime) is not hashed again."""
     try:
-        return stamp.get(spec.path) == _stat_key(path)
+        return stamp.get(spec.path) == _stamp_entry(path, spec)
     except FileNotFoundError:
         return False
 
@@ -171,7 +188,9 @@ def download_file(url: str, target: Path, spec: FileSpec | None = None, progress
         if spec is not None:
             verify_file(Path(tmp), spec, url, name=target)
         os.replace(tmp, target)
-    except (urllib.error.URLError, TimeoutError, OSError) as e:
+    except (urllib.error.URLError, http.client.HTTPException, TimeoutError, OSError) as e:
+        if isinstance(e, urllib.error.HTTPError):
+            e.close()  # an HTTPError holds the open response; don't leak its socket
         raise FetchError(target, f"download of {url} failed ({type(e).__name__}: {e})") from e
     finally:
         if os.path.exists(tmp):

@@ -49,6 +49,9 @@ def load_mnist(split: str = "test") -> ImageSet:
 
 def load_fashion_mnist(split: str = "test") -> ImageSet:
     """Fashion-MNIST, ``"train"`` (60,000) or ``"test"`` (10,000)."""
-    prefix = {"train": "train", "test": "t10k"}[split]
+    prefixes = {"train": "train", "test": "t10k"}
+    if split not in prefixes:
+        raise ValueError(f"unknown split {split!r}; Fashion-MNIST has 'train' and 'test'")
+    prefix = prefixes[split]
     images, labels = _load_idx_pair("fashion_mnist", prefix)
     return ImageSet(images, labels, FASHION_CLASSES, f"Fashion-MNIST {split} (registry: fashion_mnist)")

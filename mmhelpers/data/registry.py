@@ -33,7 +33,8 @@ class Archive:
 
     def local_path(self, member: str) -> str | None:
         """Where an archive member goes inside the data set folder."""
-        member = member.lstrip("./")
+        while member.startswith(("./", "/")):  # not lstrip("./"): that would also eat a dotfile's leading dot
+            member = member[1:] if member.startswith("/") else member[2:]
         for prefix, local in self.places:
             if member.startswith(prefix):
                 return local + member[len(prefix) :]

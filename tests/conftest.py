@@ -1,0 +1,56 @@
+"""Shared test fixtures: every test runs against an isolated, offline data cache.
+
+- ``_isolated_data`` (autouse): ``MMHELPERS_DATA`` and ``MMHELPERS_CACHE`` point into the test's
+  ``tmp_path``, ``MMHELPERS_OFFLINE=1``, and ``MMHELPERS_MIRROR`` is removed, so no test reads or
+  writes the repository's ``data/`` folder, sees the real mirror by accident, or touches the network.
+- ``real_mirror``: opt-in to the real data mirror (``$MMHELPERS_MIRROR`` as it was when the test
+  session started, else ``<repo>/../shared/data``); skips with a reason when there is none. All tests
+  using it share one data cache per session, so the mirror is copied and hashed once, not per test.
+  Mark such tests ``@pytest.mark.mirror``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Read before any fixture edits the environment.
+_ENV_MIRROR = os.environ.get("MMHELPERS_MIRROR")
+_DEFAULT_MIRROR = Path(__file__).resolve().parents[2] / "shared" / "data"  # the repository sits beside shared/
+
+
+def _mirror_path() -> Path | None:
+    """The real mirror folder, or None when this machine has none."""
+    candidate = Path(_ENV_MIRROR).expanduser() if _ENV_MIRROR else _DEFAULT_MIRROR
+    return candidate if candidate.is_dir() else None
+
+
+@pytest.fixture(autouse=True)
+def _isolated_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Give each test its own empty data cache, no mirror, and no network; return the data root."""
+    data = tmp_path / "data"
+    monkeypatch.setenv("MMHELPERS_DATA", str(data))
+    monkeypatch.setenv("MMHELPERS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MMHELPERS_OFFLINE", "1")
+    monkeypatch.delenv("MMHELPERS_MIRROR", raising=False)
+    return data
+
+
+@pytest.fixture(scope="session")
+def _shared_mirror_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data cache for every real-mirror test of the session."""
+    return tmp_path_factory.mktemp("mirror_cache")
+
+
+@pytest.fixture
+def real_mirror(_isolated_data: Path, _shared_mirror_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Use the real data mirror (still offline) with the session's shared cache; return the mirror folder."""
+    mirror = _mirror_path()
+    if mirror is None:
+        where = f"MMHELPERS_MIRROR={_ENV_MIRROR}" if _ENV_MIRROR else f"{_DEFAULT_MIRROR} (MMHELPERS_MIRROR unset)"
+        pytest.skip(f"real data mirror not found at {where}")
+    monkeypatch.setenv("MMHELPERS_MIRROR", str(mirror))
+    monkeypatch.setenv("MMHELPERS_DATA", str(_shared_mirror_cache))
+    return mirror
