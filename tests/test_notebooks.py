@@ -19,7 +19,9 @@ NOTEBOOKS = discover()
 
 def run(name: str, tmp_path: Path, **params: object) -> dict:
     (path,) = [p for p in NOTEBOOKS if p.stem == name]
-    return execute(path, {"SMOKE": True, **params}, out_dir=tmp_path / "executed", metrics_json=tmp_path / "metrics.json")
+    return execute(
+        path, {"SMOKE": True, **params}, out_dir=tmp_path / "executed", metrics_json=tmp_path / "metrics.json"
+    )
 
 
 def test_notebooks_are_found_and_numbered():

@@ -176,3 +176,17 @@ def test_readme_documents_the_two_commands() -> None:
         pytest.skip("README.md does not exist yet")
     text = readme.read_text()
     assert "make notebooks" in text and "make test" in text
+
+
+def test_ruff_is_clean():
+    """The code style is checked as part of the suite (ruff is a dev dependency)."""
+    import shutil
+    import subprocess
+    import sys
+
+    pytest.importorskip("ruff")
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    assert ruff, "ruff is installed as a module but its executable was not found"
+    result = subprocess.run([ruff, "check", "mmhelpers", "tests", "scripts", "notebooks"], cwd=ROOT,
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr

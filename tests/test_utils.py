@@ -176,3 +176,14 @@ def test_write_json_numpy_and_torch(tmp_path: Path) -> None:
         write_json(tmp_path / "bad.json", {"x": object()})
     assert not (tmp_path / "bad.json").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["m"]
+
+
+def test_data_root_comes_from_the_package_location_not_the_cwd(tmp_path, monkeypatch):
+    from mmhelpers import paths
+
+    monkeypatch.delenv("MMHELPERS_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert paths.IN_CHECKOUT
+    assert paths.data_root() == paths.REPO_ROOT / "data"
+    monkeypatch.setenv("MMHELPERS_DATA", str(tmp_path / "elsewhere"))
+    assert paths.data_root() == tmp_path / "elsewhere"

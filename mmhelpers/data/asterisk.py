@@ -56,7 +56,9 @@ def load_asterisk_prompts(include_non_speech: bool = False, progress: bool = Tru
     """Every prompt that has both a WAV and a transcript; bracketed non-speech ones only if asked."""
     folder = fetch("asterisk_prompts", progress=progress)
     transcripts = parse_transcripts(folder / "core-sounds-en.txt")
-    wav_names = sorted(s.path[len("wav/") : -len(".wav")] for s in get_dataset("asterisk_prompts").files if s.path.endswith(".wav"))
+    wav_names = sorted(
+        s.path[len("wav/") : -len(".wav")] for s in get_dataset("asterisk_prompts").files if s.path.endswith(".wav")
+    )
     names, waves, texts = [], [], []
     for name in tqdm(wav_names, desc="asterisk: read", unit="clip", disable=not progress):
         text = transcripts.get(name)

@@ -181,7 +181,9 @@ def download_file(url: str, target: Path, spec: FileSpec | None = None, progress
             req = urllib.request.Request(url, headers={"User-Agent": "mmhelpers"})
             with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:
                 total = int(resp.headers.get("Content-Length") or 0) or None
-                with tqdm(total=total, unit="B", unit_scale=True, desc=target.name, disable=not progress, leave=False) as bar:
+                with tqdm(
+                    total=total, unit="B", unit_scale=True, desc=target.name, disable=not progress, leave=False
+                ) as bar:
                     for block in iter(lambda: resp.read(_BLOCK), b""):
                         out.write(block)
                         bar.update(len(block))

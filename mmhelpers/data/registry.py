@@ -132,7 +132,10 @@ REGISTRY: dict[str, DataSet] = {
             citation="Hodosh, Young, Hockenmaier. Framing Image Description as a Ranking Task. JAIR 47, 2013.",
             url_rules=(
                 ("images/", f"{_GH}/quantumnaan/sic_translator/d27da85cff2dbf143fcaf365aece667d66c4298f/data/images/"),
-                ("captions.txt", f"{_GH}/quantumnaan/sic_translator/d27da85cff2dbf143fcaf365aece667d66c4298f/data/captions.txt"),
+                (
+                    "captions.txt",
+                    f"{_GH}/quantumnaan/sic_translator/d27da85cff2dbf143fcaf365aece667d66c4298f/data/captions.txt",
+                ),
                 (
                     "captions_all_flickr8k.txt",
                     f"{_GH}/quantumnaan/sic_translator/d27da85cff2dbf143fcaf365aece667d66c4298f/data/ignore_captions.txt",
