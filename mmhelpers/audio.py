@@ -365,3 +365,10 @@ def spec_augment(
     for _ in range(n_masks):
         x = time(freq(x, fill), fill)
     return x.reshape(spec.shape)
+
+
+def cmvn(spec: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Normalise each example (..., F, T) to zero mean and unit variance over its frequencies and frames."""
+    mean = spec.mean(dim=(-2, -1), keepdim=True)
+    std = spec.std(dim=(-2, -1), keepdim=True)
+    return (spec - mean) / (std + eps)

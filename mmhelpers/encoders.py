@@ -204,35 +204,77 @@ def build_image_encoder(name: str = DEFAULT_IMAGE_ENCODER, pretrained: bool = Tr
 # ---------------------------------------------------------------- audio
 
 
-class AudioCNN(nn.Module):
-    """A small CNN on log-mel spectrograms (B, n_mels, T) -> embedding (B, dim), plus logits if n_classes."""
+def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
+    """3x3 conv (no bias) -> BatchNorm -> ReLU -> 2x2 max-pool: halves height and width."""
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(), nn.MaxPool2d(2)
+    )
 
-    def __init__(
-        self, n_mels: int = 64, dim: int = 128, n_classes: int | None = None, channels: int = 32, dropout: float = 0.1
-    ):
+
+class _SmallCNN(nn.Module):
+    """Shared body of the small CNNs: conv blocks -> feature map, tokens, pooled embedding, optional logits.
+
+    Channels double per block up to 4x ``channels``. ``tokens`` gives one token per cell of the last
+    feature map (for attention-based fusion); ``embed`` gives mean and max pooling of the map, projected
+    to ``dim``. Runs in channels-last memory format, 1.5-2x faster for small convolutions on CPU.
+    """
+
+    def __init__(self, in_channels: int, dim: int, n_classes: int | None, channels: int, n_blocks: int, dropout: float):
         super().__init__()
-
-        def block(c_in: int, c_out: int) -> nn.Sequential:
-            return nn.Sequential(
-                nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(), nn.MaxPool2d(2)
-            )
-
-        c = channels
-        self.conv = nn.Sequential(block(1, c), block(c, 2 * c), block(2 * c, 4 * c))
-        self.proj = nn.Sequential(nn.Dropout(dropout), nn.Linear(4 * c * 2, dim), nn.ReLU())
+        widths = [in_channels] + [channels * min(2**i, 4) for i in range(n_blocks)]
+        self.conv = nn.Sequential(*[_conv_block(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True)])
+        self.token_dim = widths[-1]
+        self.proj = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * widths[-1], dim), nn.ReLU())
         self.head = nn.Linear(dim, n_classes) if n_classes else None
         self.dim = dim
+        self.to(memory_format=torch.channels_last)
 
-    def embed(self, spec: torch.Tensor) -> torch.Tensor:
-        """(B, n_mels, T) -> (B, dim): conv stack, then mean and max pooling over time and frequency."""
-        h = self.conv(spec.unsqueeze(1))  # (B, C, M', T')
-        pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)  # (B, 2C)
-        return self.proj(pooled)
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
-    def forward(self, spec: torch.Tensor) -> torch.Tensor:
-        """Logits (B, n_classes) if the model has a head, else the embedding."""
-        z = self.embed(spec)
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """Input -> last feature map (B, C, H', W')."""
+        return self.conv(self._input(x).contiguous(memory_format=torch.channels_last))
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Input -> one token per cell of the last feature map (B, H'*W', C)."""
+        return self.feature_map(x).flatten(2).transpose(1, 2)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Input -> (B, dim): mean and max pooling over the feature map, projected."""
+        h = self.feature_map(x)  # (B, C, H', W')
+        return self.proj(torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, n_classes) if the model has a head, else the embedding (B, dim)."""
+        z = self.embed(x)
         return self.head(z) if self.head is not None else z
+
+
+class AudioCNN(_SmallCNN):
+    """A small CNN on log-mel spectrograms (B, n_mels, T) -> embedding (B, dim), plus logits if n_classes.
+
+    Max-pooling along frequency makes it tolerant to the small spectral shifts between voices.
+    """
+
+    def __init__(self, n_mels: int = 64, dim: int = 128, n_classes: int | None = None, channels: int = 32,
+                 dropout: float = 0.1, n_blocks: int = 3):  # fmt: skip
+        super().__init__(1, dim, n_classes, channels, n_blocks, dropout)
+        self.n_mels = n_mels
+
+    def _input(self, spec: torch.Tensor) -> torch.Tensor:
+        return spec.unsqueeze(1)  # (B, 1, n_mels, T)
+
+
+class ImageCNN(_SmallCNN):
+    """A small CNN for small images (B, C, H, W), e.g. 28x28 digits -> embedding (B, dim), plus logits."""
+
+    def __init__(self, in_channels: int = 1, dim: int = 128, n_classes: int | None = None, channels: int = 32,
+                 dropout: float = 0.1, n_blocks: int = 2):  # fmt: skip
+        super().__init__(in_channels, dim, n_classes, channels, n_blocks, dropout)
+
+    def _input(self, images: torch.Tensor) -> torch.Tensor:
+        return images
 
 
 class AudioGRU(nn.Module):

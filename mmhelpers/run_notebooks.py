@@ -79,6 +79,23 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def _stamp_results(summary: dict[str, Any]) -> None:
+    """Add the wall time of a scenario's notebooks to the results file one of them wrote (``results_json``)."""
+    for nid, entry in summary["notebooks"].items():
+        path = entry["metrics"].get("results_json")
+        if not path or not Path(path).exists():
+            continue
+        scenario = nid.split("__")[0]
+        seconds = sum(e["seconds"] for n, e in summary["notebooks"].items() if n.startswith(scenario + "__"))
+        record = json.loads(Path(path).read_text())
+        record["runtime_s"] = round(seconds, 1)
+        record["runtime_notebooks"] = {
+            n: e["seconds"] for n, e in summary["notebooks"].items() if n.startswith(scenario + "__")
+        }
+        write_json(path, record)
+        print(f"runtime of {scenario}: {seconds:.0f} s -> {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="run with SMOKE=True (small and fast)")
@@ -109,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds = round(time.perf_counter() - start, 1)
         summary["notebooks"][nid] = {"status": status, "seconds": seconds, "metrics": metrics}
         print(f"   {status} in {seconds} s", flush=True)
+    _stamp_results(summary)
     out = write_json(build_dir() / "summary.json", summary)
     print(f"\n{len(notebooks) - failed}/{len(notebooks)} notebooks ran; executed copies in "
           f"{build_dir() / 'executed'}; summary in {out}")  # fmt: skip
