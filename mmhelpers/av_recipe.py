@@ -57,9 +57,9 @@ UNTRAINED_METHODS = ("late_mean", "late_vote")
 class AVConfig:
     """Sizes and schedules of the recipe; ``smoke()`` gives a configuration that runs in seconds."""
 
-    audio_epochs: int = 25
+    audio_epochs: int = 20
     image_epochs: int = 12
-    fusion_epochs: int = 30
+    fusion_epochs: int = 20
     audio_channels: int = 16
     audio_blocks: int = 4
     image_channels: int = 32

@@ -87,3 +87,60 @@ def test_tensors_and_features_real_data(tmp_path: Path, real_mirror: Path):
     assert m["audio_probe_accuracy"] > 0.3  # real speech, 300 training clips, mean log-mel only: far above 0.1
     assert m["pixel_probe_accuracy"] > 0.85
     assert json.dumps(m)  # plain JSON
+
+
+# ---------------------------------------------------------------- 01 audio-visual digits (embedded data, smoke)
+# Smoke training is a few epochs on generated clips and scikit-learn digits: the thresholds sit far above
+# chance (0.1) and far below what a full run reaches, so an untrained or broken model fails them.
+AV_SPEAKERS = ["synth0", "synth1"]
+
+
+def test_av_representation(tmp_path: Path):
+    m = run("01_representation", tmp_path, DATA="embedded")
+    assert m["n_clips"] == 1000 and m["n_speakers"] == 4 and m["audio_shape"] == [40, 81]
+    assert m["logmel_librosa_max_abs_db"] < 0.01
+    assert m["cmvn_mean_abs"] < 1e-4 and abs(m["cmvn_std"] - 1) < 1e-3
+    assert m["pairing_correct"] == 1.0 and m["test_pairs_from_test_pool"] and m["train_test_overlap"] == 0
+
+
+def test_av_feature_extraction(tmp_path: Path):
+    m = run("02_feature_extraction", tmp_path, DATA="embedded")
+    assert m["cache_batches_recomputed"] == 0
+    assert m["audio_test_accuracy"] > 0.4 and m["image_test_accuracy"] > 0.4  # trained heads; untrained ~0.1
+    p = m["probes"]
+    assert p["image_pretrained_efficientnet"] > 0.5 and p["image_raw_pixels"] > 0.8
+    assert p["image_learned_cnn"] > 0.8 and p["audio_learned_cnn"] > 0.8
+    assert all(v > 0 for v in m["throughput_items_per_s"].values())
+
+
+def test_av_fusion(tmp_path: Path):
+    m = run("03_fusion", tmp_path, DATA="embedded")
+    assert set(m["methods"]) == {"concat", "weighted", "gated", "tensor", "low_rank", "late_mean", "late_vote",
+                                 "late_learned", "cross_attention", "transformer"}  # fmt: skip
+    assert m["best_fusion"] > 0.7 and m["best_fusion"] >= max(m["audio"], m["image"])  # fusion helps already
+    assert m["fusion_module_sizes"]["tensor"] > 10 * m["fusion_module_sizes"]["low_rank"]
+    assert m["fusion_module_sizes"]["late_mean"] == 0
+
+
+def test_av_training(tmp_path: Path):
+    m = run("04_training", tmp_path, DATA="embedded", SPEAKERS=AV_SPEAKERS)
+    si = m["speaker_independent"]
+    assert set(si["per_speaker"]) == set(AV_SPEAKERS) and si["best_fusion"] >= max(si["audio"], si["image"]) - 0.02
+    hard = m["hard"]
+    assert hard["best_fusion"] > max(hard["audio"], hard["image"])  # degraded inputs: fusion must gain
+    assert m["multitask"]["digit_accuracy"] > 0.3 and m["multitask"]["speaker_accuracy"] > 0.3
+    assert m["pretraining"]["partner_found"] > 0.2  # SimCLR views find their partner far above chance (1/255)
+
+
+def test_av_evaluation(tmp_path: Path):
+    m = run("05_evaluation", tmp_path, DATA="embedded", SPEAKERS=AV_SPEAKERS)
+    assert m["chosen_model"] in m["official"]["methods"]
+    mm = m["missing_modality"]
+    assert all(0.0 <= v <= 1.0 for v in mm.values())
+    assert mm["image_missing"] > 0.3 and mm["audio_missing"] > 0.3  # degrades, does not collapse to chance
+    assert set(m["table"]) >= {"audio", "image", "late_mean", "transformer"}
+    assert all(row["latency_ms"] > 0 for row in m["table"].values())
+    assert all(0.0 <= e <= 1.0 for e in m["ece"].values())
+    curve = m["robustness"]["audio_curve"]
+    assert curve[0]["audio"] > curve[-1]["audio"]  # noisier audio hurts the audio model
+    assert "results_json" not in m  # smoke runs never write the committed results file

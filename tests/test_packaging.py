@@ -5,6 +5,7 @@ and the documented commands (`make test`, `make notebooks`) are wired up."""
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import re
 import tomllib
@@ -190,3 +191,22 @@ def test_ruff_is_clean():
     result = subprocess.run([ruff, "check", "mmhelpers", "tests", "scripts", "notebooks"], cwd=ROOT,
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_readme_results_tables_come_from_the_results_files():
+    """Every results/<scenario>.json with a renderer has its table in README.md, exactly as rendered."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("results_table", ROOT / "scripts" / "results_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    readme = (ROOT / "README.md").read_text()
+    for name in module.RENDERERS:
+        path = ROOT / "results" / f"{name}.json"
+        if not path.exists():
+            continue
+        record = json.loads(path.read_text())
+        assert record.get("command"), f"{path} must say how to reproduce it"
+        block = re.search(rf"<!-- results:{name} -->\n(.*?)\n<!-- /results:{name} -->", readme, re.S)
+        assert block, f"README.md has no results block for {name}"
+        assert block.group(1) == module.render(name), f"README table for {name} is stale: run scripts/results_table.py --write"

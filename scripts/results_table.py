@@ -1,0 +1,74 @@
+"""Render the README's results tables from the committed results/<scenario>.json files.
+
+    python scripts/results_table.py            # print every scenario's table
+    python scripts/results_table.py --write    # rewrite the marked blocks in README.md
+
+Each table sits in README.md between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->``;
+tests/test_packaging.py checks that the README matches the JSON files.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def av_digits(r: dict) -> str:
+    """The audio-visual digits table: protocols x models, plus the missing-modality line."""
+    rows = [
+        "| protocol | image only | audio only | best fusion (method) | target |",
+        "|---|---|---|---|---|",
+    ]
+    targets = {
+        "official": "image >= 98, audio >= 98, fusion >= 99.5",
+        "speaker_independent": "audio mean >= 88, fusion >= best unimodal",
+        "hard": "fusion >= best unimodal + 15",
+    }
+    for p in ("official", "speaker_independent", "hard"):
+        s = r[p]
+        extra = f"; worst speaker, audio: {pct(s['worst_speaker_audio'])}" if "worst_speaker_audio" in s else ""
+        rows.append(f"| {p} | {pct(s['image'])} | {pct(s['audio'])}{extra} | {pct(s['best_fusion'])} ({s['best_method']}) | {targets[p]} |")
+    mm = r["missing_modality"]
+    rows.append("")
+    rows.append(
+        f"Missing modality, chosen model `{r['chosen_model']}` on the official split: audio missing {pct(mm['audio_missing'])} "
+        f"(image-only model {pct(r['official']['image'])}), image missing {pct(mm['image_missing'])} "
+        f"(audio-only model {pct(r['official']['audio'])}). Full run: {r.get('runtime_s', float('nan')) / 60:.1f} min on 2 CPU cores; "
+        f"reproduce with `{r['command']}`."
+    )
+    return "\n".join(rows)
+
+
+RENDERERS = {"av_digits": av_digits}
+
+
+def render(name: str) -> str:
+    return RENDERERS[name](json.loads((ROOT / "results" / f"{name}.json").read_text()))
+
+
+def main() -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    for name in RENDERERS:
+        if not (ROOT / "results" / f"{name}.json").exists():
+            continue
+        table = render(name)
+        if "--write" in sys.argv:
+            pattern = re.compile(rf"(<!-- results:{name} -->\n).*?(\n<!-- /results:{name} -->)", re.S)
+            text = pattern.sub(lambda m: m.group(1) + table + m.group(2), text)
+        else:
+            print(f"## {name}\n{table}\n")
+    if "--write" in sys.argv:
+        readme.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
