@@ -35,7 +35,9 @@ def av_digits(r: dict) -> str:
     for p in ("official", "speaker_independent", "hard"):
         s = r[p]
         extra = f"; worst speaker, audio: {pct(s['worst_speaker_audio'])}" if "worst_speaker_audio" in s else ""
-        rows.append(f"| {p} | {pct(s['image'])} | {pct(s['audio'])}{extra} | {pct(s['best_fusion'])} ({s['best_method']}) | {targets[p]} |")
+        rows.append(
+            f"| {p} | {pct(s['image'])} | {pct(s['audio'])}{extra} | {pct(s['best_fusion'])} ({s['best_method']}) | {targets[p]} |"
+        )
     mm = r["missing_modality"]
     rows.append("")
     rows.append(

@@ -209,4 +209,6 @@ def test_readme_results_tables_come_from_the_results_files():
         assert record.get("command"), f"{path} must say how to reproduce it"
         block = re.search(rf"<!-- results:{name} -->\n(.*?)\n<!-- /results:{name} -->", readme, re.S)
         assert block, f"README.md has no results block for {name}"
-        assert block.group(1) == module.render(name), f"README table for {name} is stale: run scripts/results_table.py --write"
+        assert block.group(1) == module.render(name), (
+            f"README table for {name} is stale: run scripts/results_table.py --write"
+        )
