@@ -65,7 +65,7 @@ def main() -> None:
         table = render(name)
         if "--write" in sys.argv:
             pattern = re.compile(rf"(<!-- results:{name} -->\n).*?(\n<!-- /results:{name} -->)", re.S)
-            text = pattern.sub(lambda m: m.group(1) + table + m.group(2), text)
+            text = pattern.sub(lambda m, t=table: m.group(1) + t + m.group(2), text)
         else:
             print(f"## {name}\n{table}\n")
     if "--write" in sys.argv:
