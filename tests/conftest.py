@@ -54,3 +54,14 @@ def real_mirror(_isolated_data: Path, _shared_mirror_cache: Path, monkeypatch: p
     monkeypatch.setenv("MMHELPERS_MIRROR", str(mirror))
     monkeypatch.setenv("MMHELPERS_DATA", str(_shared_mirror_cache))
     return mirror
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One PyTorch thread for a module of tiny CPU workloads (several times faster on a busy 2-core machine)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
