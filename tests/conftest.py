@@ -5,7 +5,8 @@
   writes the repository's ``data/`` folder, sees the real mirror by accident, or touches the network.
 - ``real_mirror``: opt-in to the real data mirror (``$MMHELPERS_MIRROR`` as it was when the test
   session started, else ``<repo>/../shared/data``); skips with a reason when there is none. All tests
-  using it share one data cache per session, so the mirror is copied and hashed once, not per test.
+  using it share one data and feature cache per session, so the mirror is copied and hashed, and
+  features extracted, once rather than per test.
   Mark such tests ``@pytest.mark.mirror``.
 """
 
@@ -46,13 +47,14 @@ def _shared_mirror_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def real_mirror(_isolated_data: Path, _shared_mirror_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Use the real data mirror (still offline) with the session's shared cache; return the mirror folder."""
+    """Use the real data mirror (still offline) with the session's shared data and feature cache; return the mirror."""
     mirror = _mirror_path()
     if mirror is None:
         where = f"MMHELPERS_MIRROR={_ENV_MIRROR}" if _ENV_MIRROR else f"{_DEFAULT_MIRROR} (MMHELPERS_MIRROR unset)"
         pytest.skip(f"real data mirror not found at {where}")
     monkeypatch.setenv("MMHELPERS_MIRROR", str(mirror))
     monkeypatch.setenv("MMHELPERS_DATA", str(_shared_mirror_cache))
+    monkeypatch.setenv("MMHELPERS_CACHE", str(_shared_mirror_cache / "cache"))  # features extracted once per session
     return mirror
 
 

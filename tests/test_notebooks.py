@@ -18,7 +18,8 @@ NOTEBOOKS = discover()
 
 
 def run(name: str, tmp_path: Path, **params: object) -> dict:
-    (path,) = [p for p in NOTEBOOKS if p.stem == name]
+    """Execute a notebook with its smoke settings; ``name`` is "scenario/stem" (or a stem no other scenario has)."""
+    (path,) = [p for p in NOTEBOOKS if f"{p.parent.name}/{p.stem}".endswith(name)]
     return execute(
         path, {"SMOKE": True, **params}, out_dir=tmp_path / "executed", metrics_json=tmp_path / "metrics.json"
     )
@@ -96,7 +97,7 @@ AV_SPEAKERS = ["synth0", "synth1"]
 
 
 def test_av_representation(tmp_path: Path):
-    m = run("01_representation", tmp_path, DATA="embedded")
+    m = run("01_av_digits/01_representation", tmp_path, DATA="embedded")
     assert m["n_clips"] == 1000 and m["n_speakers"] == 4 and m["audio_shape"] == [40, 81]
     assert m["logmel_librosa_max_abs_db"] < 0.01
     assert m["cmvn_mean_abs"] < 1e-4 and abs(m["cmvn_std"] - 1) < 1e-3
@@ -104,7 +105,7 @@ def test_av_representation(tmp_path: Path):
 
 
 def test_av_feature_extraction(tmp_path: Path):
-    m = run("02_feature_extraction", tmp_path, DATA="embedded")
+    m = run("01_av_digits/02_feature_extraction", tmp_path, DATA="embedded")
     assert m["cache_batches_recomputed"] == 0
     assert m["audio_test_accuracy"] > 0.4 and m["image_test_accuracy"] > 0.4  # trained heads; untrained ~0.1
     p = m["probes"]
@@ -114,7 +115,7 @@ def test_av_feature_extraction(tmp_path: Path):
 
 
 def test_av_fusion(tmp_path: Path):
-    m = run("03_fusion", tmp_path, DATA="embedded")
+    m = run("01_av_digits/03_fusion", tmp_path, DATA="embedded")
     assert set(m["methods"]) == {"concat", "weighted", "gated", "tensor", "low_rank", "late_mean", "late_vote",
                                  "late_learned", "cross_attention", "transformer"}  # fmt: skip
     assert m["best_fusion"] > 0.7 and m["best_fusion"] >= max(m["audio"], m["image"])  # fusion helps already
@@ -123,7 +124,7 @@ def test_av_fusion(tmp_path: Path):
 
 
 def test_av_training(tmp_path: Path):
-    m = run("04_training", tmp_path, DATA="embedded", SPEAKERS=AV_SPEAKERS)
+    m = run("01_av_digits/04_training", tmp_path, DATA="embedded", SPEAKERS=AV_SPEAKERS)
     si = m["speaker_independent"]
     assert set(si["per_speaker"]) == set(AV_SPEAKERS) and si["best_fusion"] >= max(si["audio"], si["image"]) - 0.02
     hard = m["hard"]
@@ -133,7 +134,7 @@ def test_av_training(tmp_path: Path):
 
 
 def test_av_evaluation(tmp_path: Path):
-    m = run("05_evaluation", tmp_path, DATA="embedded", SPEAKERS=AV_SPEAKERS)
+    m = run("01_av_digits/05_evaluation", tmp_path, DATA="embedded", SPEAKERS=AV_SPEAKERS)
     methods = m["official"]["methods"]
     assert methods[m["chosen_model"]] >= max(methods.values()) - 0.005  # chosen among the most accurate
     assert all(0.0 <= v <= 1.0 for v in m["missing_modality"].values())
@@ -145,3 +146,63 @@ def test_av_evaluation(tmp_path: Path):
     curve = m["robustness"]["audio_curve"]
     assert curve[0]["audio"] > curve[-1]["audio"]  # noisier audio hurts the audio model
     assert "results_json" not in m  # smoke runs never write the committed results file
+
+
+# ---------------------------------------------------------------- 02 image-text alignment
+# Embedded runs check the mechanics on 16 toy photos (3 test images make recall trivial there). The
+# real-data smoke runs (mirror) check values on 100 held-out Flickr8k images: an unaligned (random
+# projection) model has text-to-image R@5 near chance (0.05) and fails every recall threshold.
+
+
+def test_image_text_representation(tmp_path: Path):
+    m = run("02_image_text/01_representation", tmp_path, DATA="embedded")
+    assert m["n_images"] == 16 and m["n_captions"] == 48 and m["split"] == {"train": 10, "val": 3, "test": 3}
+    assert m["train_test_overlap"] == 0 and m["crop_shape"] == [224, 224, 3] and m["padding_mask_ok"]
+    assert 4 < m["mean_words"] < m["mean_wordpieces"] < 30
+
+
+def test_image_text_feature_extraction(tmp_path: Path):
+    m = run("02_image_text/02_feature_extraction", tmp_path, DATA="embedded")
+    assert m["grid_shape"] == [2, 1280, 7, 7] and m["pooled_dim"] == 1280 and m["cache_identical"]
+    top1 = m["caption_same_image_top1"]
+    assert top1["mean"] > 5 * m["caption_same_image_chance"]  # pretrained MiniLM: captions of one photo cluster
+    assert top1["mean"] >= top1["cls"]  # MiniLM was trained with mean pooling
+
+
+def test_image_text_fusion_embedded(tmp_path: Path):
+    m = run("02_image_text/03_fusion", tmp_path, DATA="embedded")
+    assert m["linear_last_loss"] < 0.3 * m["linear_first_loss"]  # the heads fit the 10 training photos
+    assert set(m["retrieval"]) == {"random projection", "linear heads (LiT-style)", "CCA", "bag-of-words text side",
+                                   "ConSE (no training)"}  # fmt: skip
+
+
+def test_image_text_training_embedded(tmp_path: Path):
+    m = run("02_image_text/04_training", tmp_path, DATA="embedded")
+    assert m["final_loss"] < 0.3 * m["first_loss"] and m["plain_final_loss"] < 0.1  # plain heads memorise
+    assert m["resume_identical"]
+
+
+def test_image_text_evaluation_embedded(tmp_path: Path):
+    m = run("02_image_text/05_evaluation", tmp_path, DATA="embedded")
+    zs = m["zero_shot"]
+    assert zs["chance_10way"] == 0.1 and 0.0 <= zs["all_10way"] <= 1.0
+    assert zs["linear_probe_1shot"] > 0.2  # pretrained features + one digit per class: above chance 0.1
+    assert "results_json" not in m
+
+
+@pytest.mark.mirror
+def test_image_text_real_data(tmp_path: Path, real_mirror: Path):
+    """The three training/evaluation notebooks on Flickr8k with smoke budgets (features extracted once)."""
+    fusion = run("02_image_text/03_fusion", tmp_path / "03", DATA="real")
+    assert fusion["random_t2i_R@5"] < 0.15  # unaligned: near chance 0.05
+    assert fusion["linear_t2i_R@5"] > 0.5 and fusion["cca_t2i_R@5"] > 0.25 and fusion["conse_t2i_R@5"] > 0.2
+    assert fusion["bow_t2i_R@5"] > 0.2
+    training = run("02_image_text/04_training", tmp_path / "04", DATA="real")
+    assert training["val_t2i_R@5"] > 0.5 and training["resume_identical"]
+    ev = run("02_image_text/05_evaluation", tmp_path / "05", DATA="real", N_ZERO_SHOT=300)
+    assert ev["random_t2i_R@5"] < 0.15
+    assert ev["t2i"]["R@5"] > 0.5 and ev["t2i"]["R@1"] > 0.2 and ev["i2t"]["R@5"] > 0.45
+    assert ev["t2i"]["median_rank"] <= 5
+    assert ev["unseen_classes"] == ["trousers", "pullover", "sandal", "sneaker", "ankle boot"]
+    assert ev["zero_shot"]["linear_probe_1shot"] > 0.3  # chance 0.1
+    assert "results_json" not in ev  # smoke runs never write the committed results file

@@ -1,0 +1,223 @@
+"""The image-text scenario's data and frozen features: captioned images, cached image and text features.
+
+``load_image_text("real")`` is the Flickr8k 1,000-image subset (5 captions each, seeded 800/100/100
+split by image, so no caption of a test image is seen in training); ``"embedded"`` is the 16
+package-shipped sample photos with captions we wrote (a toy set, split 10/3/3). Features come from
+frozen encoders, batched and cached on disk (``mmhelpers.features.extract_features``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mmhelpers.contrastive import AlignData
+from mmhelpers.encoders import ImageEncoder, TextEncoder
+from mmhelpers.features import extract_features, fingerprint
+from mmhelpers.image import load_image
+
+VIEWS = ("center", "flip")  # cached views of every image: centre crop, and its mirror image
+
+
+@dataclass
+class ImageTextSet:
+    """Captioned images (paths or in-memory arrays), a split by image, and where they came from."""
+
+    images: list[Path] | list[np.ndarray]
+    names: list[str]
+    captions: list[list[str]]
+    split: dict[str, np.ndarray]  # "train" / "val" / "test" -> image indices
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def image(self, i: int) -> np.ndarray:
+        """Image i as RGB uint8 (loaded from disk when the set holds paths)."""
+        item = self.images[i]
+        return load_image(item) if isinstance(item, Path) else item
+
+    @property
+    def caption_image(self) -> torch.Tensor:
+        """For every caption (in order, image by image), the index of its image."""
+        return torch.tensor([i for i, caps in enumerate(self.captions) for _ in caps])
+
+    @property
+    def all_captions(self) -> list[str]:
+        return [c for caps in self.captions for c in caps]
+
+
+def load_image_text(data: str = "embedded", seed: int = 0) -> ImageTextSet:
+    """Flickr8k subset (``"real"``, needs the mirror or network) or the embedded toy photos (``"embedded"``)."""
+    if data == "real":
+        from mmhelpers.data.flickr8k import load_flickr8k
+
+        ds = load_flickr8k()
+        train, val, test = ds.split((800, 100, 100), seed=seed)
+        return ImageTextSet(list(ds.image_paths), [p.name for p in ds.image_paths], ds.captions,
+                            {"train": train, "val": val, "test": test}, ds.source)  # fmt: skip
+    if data == "embedded":
+        from mmhelpers.data.embedded import load_sample_photos
+
+        keys, images, captions = load_sample_photos()
+        perm = np.random.default_rng(seed).permutation(len(keys))
+        split = {"train": np.sort(perm[:10]), "val": np.sort(perm[10:13]), "test": np.sort(perm[13:])}
+        return ImageTextSet(images, keys, captions, split,
+                            "embedded: 16 scikit-image/scikit-learn sample photos with captions we wrote (a toy set)")  # fmt: skip
+    raise ValueError(f"data must be 'real' or 'embedded', got {data!r}")
+
+
+def image_grids(ds: ImageTextSet, encoder: ImageEncoder, batch_size: int = 32, progress: bool = True) -> torch.Tensor:
+    """Frozen feature grids for both views, (I, 2, C, h, w) float16, e.g. (1000, 2, 1280, 7, 7); cached."""
+
+    def encode(idx: Sequence[int]) -> torch.Tensor:
+        x = encoder.preprocess([ds.image(i) for i in idx])  # (b, 3, S, S)
+        both = torch.stack([encoder.grid(x), encoder.grid(torch.flip(x, dims=[3]))], dim=1)
+        return both.half()  # (b, 2, C, h, w): float16 halves the cache, far below the features' precision
+
+    key = {"model": encoder.name, "input_size": encoder.input_size, "views": list(VIEWS),
+           "data": fingerprint([str(n) for n in ds.names]), "what": "image_grids"}  # fmt: skip
+    return extract_features(encode, list(range(len(ds))), key=key, batch_size=batch_size,
+                            progress=progress, desc="image grids")  # fmt: skip
+
+
+def text_hidden_states(
+    encoder: TextEncoder,
+    texts: Sequence[str],
+    layer: int,
+    batch_size: int = 128,
+    progress: bool = True,
+    cache: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hidden states after ``layer`` (0 = embeddings) for every text, padded to one length; cached unless ``cache=False``.
+
+    Returns (hidden (N, T, D) float16, attention mask (N, T)). The layers above ``layer`` are the
+    ones alignment may train; below it everything is frozen and computed once.
+    """
+    tok = encoder.tokenize(list(texts))  # pads every text to the longest one
+    ids, mask = tok["input_ids"], tok["attention_mask"]
+
+    def encode(rows: Sequence[int]) -> torch.Tensor:
+        r = torch.as_tensor(rows)
+        out = encoder.model(input_ids=ids[r], attention_mask=mask[r], output_hidden_states=True)
+        return out.hidden_states[layer].half()  # (b, T, D)
+
+    key = {"model": encoder.name, "layer": layer, "texts": fingerprint(list(texts)), "what": "text_hidden"}
+    hidden = extract_features(encode, list(range(len(ids))), key=key if cache else None, batch_size=batch_size,
+                              progress=progress, desc=f"text hidden states (layer {layer})")  # fmt: skip
+    return hidden, mask
+
+
+def frozen_layer(encoder: TextEncoder, unfreeze_text_layers: int) -> int:
+    """The hidden-state layer to cache when the top ``unfreeze_text_layers`` layers will train."""
+    n = encoder.model.config.num_hidden_layers
+    if not 0 <= unfreeze_text_layers <= n:
+        raise ValueError(f"unfreeze_text_layers must be in 0..{n}, got {unfreeze_text_layers}")
+    return n - unfreeze_text_layers
+
+
+def align_data(
+    ds: ImageTextSet, grids: torch.Tensor, encoder: TextEncoder, unfreeze_text_layers: int, progress: bool = True
+) -> AlignData:
+    """Pooled image features of both views and cached text hidden states, as an ``AlignData``."""
+    hidden, mask = text_hidden_states(encoder, ds.all_captions, frozen_layer(encoder, unfreeze_text_layers),
+                                      progress=progress)  # fmt: skip
+    pooled = grids.float().mean(dim=(-2, -1))  # (I, V, C): global average pooling, as the classifier does
+    return AlignData(pooled, hidden, mask, ds.caption_image)
+
+
+def encode_prompts(
+    model: torch.nn.Module, encoder: TextEncoder, texts: Sequence[str], unfreeze_text_layers: int
+) -> torch.Tensor:
+    """Aligned, unit-length embeddings of free texts (prompts, queries), through the same path as captions."""
+    layer = frozen_layer(encoder, unfreeze_text_layers)
+    hidden, mask = text_hidden_states(encoder, texts, layer, progress=False, cache=False)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        z = model.encode_text(hidden, mask)
+    model.train(was_training)
+    return z
+
+
+@dataclass
+class Scenario:
+    """Everything the image-text notebooks share: data, the two frozen encoders, cached features."""
+
+    ds: ImageTextSet
+    image_encoder: ImageEncoder
+    text_encoder: TextEncoder
+    grids: torch.Tensor  # (I, 2, C, h, w) float16
+    data: AlignData
+    unfreeze_text_layers: int
+
+
+def load_scenario(
+    data: str = "embedded", seed: int = 0, unfreeze_text_layers: int = 2,
+    image_encoder: str = "efficientnet_lite0", text_encoder: str = "minilm", progress: bool = True,
+) -> Scenario:  # fmt: skip
+    """Load the data, build both encoders once (names may be hub names online), extract or load cached features."""
+    from mmhelpers.encoders import build_image_encoder, build_text_encoder
+
+    ds = load_image_text(data, seed)
+    img_enc = build_image_encoder(image_encoder).eval()
+    txt_enc = build_text_encoder(text_encoder).eval()
+    grids = image_grids(ds, img_enc, progress=progress)
+    return Scenario(ds, img_enc, txt_enc, grids, align_data(ds, grids, txt_enc, unfreeze_text_layers, progress),
+                    unfreeze_text_layers)  # fmt: skip
+
+
+@dataclass
+class LabelledImages:
+    """RGB images with labels and class names, for zero-shot classification."""
+
+    images: list[np.ndarray]
+    labels: np.ndarray
+    names: tuple[str, ...]
+    source: str
+
+
+def load_zero_shot_sets(data: str = "embedded", n_test: int = 1000, n_train: int = 200, seed: int = 0):
+    """(labelled-pool, test) sets: Fashion-MNIST (``"real"``) or scikit-learn's digits (``"embedded"``)."""
+    from mmhelpers.zero_shot import DIGIT_NAMES, FASHION_NAMES, gray_to_rgb
+
+    rng = np.random.default_rng(seed)
+    if data == "real":
+        from mmhelpers.data.mnist import load_fashion_mnist
+
+        sets = []
+        for split, n in (("train", n_train), ("test", n_test)):
+            s = load_fashion_mnist(split)
+            idx = np.sort(rng.permutation(len(s))[:n])
+            sets.append(LabelledImages(gray_to_rgb(s.images[idx]), s.labels[idx], FASHION_NAMES, s.source))
+        return sets[0], sets[1]
+    if data == "embedded":
+        from mmhelpers.data.embedded import load_digit_images
+
+        s = load_digit_images()
+        idx = rng.permutation(len(s))
+        pool, test = idx[:n_train], idx[n_train : n_train + n_test]
+        src = "embedded: scikit-learn 8x8 digits, upsampled (a toy stand-in for Fashion-MNIST)"
+        return (LabelledImages(gray_to_rgb(s.images[pool]), s.labels[pool], DIGIT_NAMES, src),
+                LabelledImages(gray_to_rgb(s.images[test]), s.labels[test], DIGIT_NAMES, src))  # fmt: skip
+    raise ValueError(f"data must be 'real' or 'embedded', got {data!r}")
+
+
+def pooled_features(
+    encoder: ImageEncoder, images: Sequence[np.ndarray], batch_size: int = 64, progress: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pooled features (N, C), ImageNet logits (N, 1000)) of in-memory images; cached by pixel fingerprint."""
+
+    def encode(items: Sequence[np.ndarray]) -> torch.Tensor:
+        pooled = encoder(encoder.preprocess(items))
+        return torch.cat([pooled, encoder.head(pooled)], dim=1)
+
+    key = {"model": encoder.name, "input_size": encoder.input_size, "data": fingerprint(list(images)),
+           "what": "pooled+logits"}  # fmt: skip
+    out = extract_features(encode, list(images), key=key, batch_size=batch_size, progress=progress,
+                           desc="image features")  # fmt: skip
+    return out[:, : encoder.dim], out[:, encoder.dim :]
