@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from mmhelpers.alignment_baselines import bag_of_words, cca_embeddings
+from mmhelpers.alignment_baselines import bag_of_words, cca_embeddings, fit_cca
 from mmhelpers.contrastive import AlignConfig, AlignData, DualEncoder, TextTower, evaluate_retrieval, train_alignment
 from mmhelpers.losses import info_nce
 from mmhelpers.retrieval import retrieval_metrics
@@ -151,6 +151,22 @@ def test_cca_aligns_correlated_views():
     zi, zt = cca_embeddings(x[:200], y[:200], x[200:], y[200:], n_components=5, pca_dim=20)
     m = retrieval_metrics(zt, zi, torch.arange(100))
     assert m["t2i"]["R@1"] > 0.5 and m["t2i"]["R@5"] > 0.9  # chance is 0.01 and 0.05
+
+
+def test_fit_cca_matches_scikit_learn():
+    from sklearn.cross_decomposition import CCA
+
+    g = np.random.default_rng(1)
+    z = g.normal(size=(400, 3))
+    x = z @ g.normal(size=(3, 6)) + 0.5 * g.normal(size=(400, 6))
+    y = z @ g.normal(size=(3, 5)) + 0.5 * g.normal(size=(400, 5))
+    a, b, corr = fit_cca(x, y, 3, reg=0.0)
+    xs, ys = CCA(n_components=3, scale=False, max_iter=5000, tol=1e-10).fit(x, y).transform(x, y)
+    sk_corr = [abs(np.corrcoef(xs[:, k], ys[:, k])[0, 1]) for k in range(3)]
+    ours = [abs(np.corrcoef((x - x.mean(0)) @ a[:, k], (y - y.mean(0)) @ b[:, k])[0, 1]) for k in range(3)]
+    assert np.allclose(ours, corr, atol=1e-6)  # the SVD's singular values are the canonical correlations
+    assert np.allclose(ours, sk_corr, atol=1e-3)
+    assert corr[0] >= corr[1] >= corr[2]
 
 
 def test_bag_of_words_vocabulary_comes_from_training_texts_only():
