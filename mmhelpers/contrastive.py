@@ -35,11 +35,11 @@ class AlignConfig:
     weight_decay: float = 0.5
     lr: float = 1e-3  # heads and temperature
     text_lr: float = 2e-5  # the unfrozen top text layers (a fine-tuning rate)
-    unfreeze_text_layers: int = 2  # top MiniLM layers that train (0 = locked text tower too)
+    unfreeze_text_layers: int = 1  # top MiniLM layers that train (0 = locked text tower too)
     temperature: float = 0.07  # initial value (CLIP's); learned unless learn_temperature is False
     learn_temperature: bool = True
     batch_size: int = 128  # in-batch negatives: each image against batch_size - 1 other captions
-    steps: int = 300
+    steps: int = 200
     warmup: int = 50  # linear warm-up steps, then cosine decay to zero
     eval_every: int = 50  # validation recall (and checkpoint) every this many steps
     flip: bool = True  # random horizontal flip (a cached flipped view of every image)

@@ -157,7 +157,7 @@ class Scenario:
 
 
 def load_scenario(
-    data: str = "embedded", seed: int = 0, unfreeze_text_layers: int = 2,
+    data: str = "embedded", seed: int = 0, unfreeze_text_layers: int = 1,
     image_encoder: str = "efficientnet_lite0", text_encoder: str = "minilm", progress: bool = True,
 ) -> Scenario:  # fmt: skip
     """Load the data, build both encoders once (names may be hub names online), extract or load cached features."""
