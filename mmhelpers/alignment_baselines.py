@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from mmhelpers.contrastive import AlignData
+
 
 def fit_cca(x: np.ndarray, y: np.ndarray, n_components: int, reg: float = 1e-3) -> tuple[np.ndarray, ...]:
     """Closed-form regularised CCA: (A, B, correlations) so that ``x @ A`` and ``y @ B`` are maximally correlated.
@@ -57,3 +59,21 @@ def bag_of_words(train_texts: Sequence[str], texts: Sequence[str], max_features:
 
     vec = TfidfVectorizer(max_features=max_features, stop_words="english").fit(list(train_texts))
     return torch.from_numpy(vec.transform(list(texts)).toarray()).float()
+
+
+def cca_retrieval(
+    data: AlignData, train_images: Sequence[int] | torch.Tensor, test_images: Sequence[int] | torch.Tensor,
+    n_components: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """CCA between pooled image features and mean-pooled caption states of ``data``: fit on the training
+    images' captions, return (test image embeddings, test caption embeddings, caption -> image position)."""
+    mask = data.text_mask.unsqueeze(-1).float()
+    text = (data.text_hidden.float() * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # (C, D) mean pooling
+    image = data.image_feats[:, 0].float()  # (I, D) centre-crop view
+    rows_train, _ = data.captions_of(train_images)
+    rows_test, local = data.captions_of(test_images)
+    test = torch.as_tensor(test_images, dtype=torch.long)
+    k = min(n_components, len(rows_train) // 8)  # a toy set has few pairs: keep the problem well posed
+    zi, zt = cca_embeddings(image[data.caption_image[rows_train]].numpy(), text[rows_train].numpy(),
+                            image[test].numpy(), text[rows_test].numpy(), n_components=k)  # fmt: skip
+    return zi, zt, local

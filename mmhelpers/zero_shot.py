@@ -86,6 +86,14 @@ def few_shot_probe(
     return float(np.mean(accs))
 
 
+def imagenet_label_embeddings(encode_texts: Callable[[list[str]], torch.Tensor]) -> tuple[list[str], torch.Tensor]:
+    """The 1,000 ImageNet class names (torchvision's public metadata) and their text embeddings, for ConSE."""
+    from torchvision.models import EfficientNet_B0_Weights
+
+    names = list(EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"])
+    return names, encode_texts([f"a photo of a {n}." for n in names])
+
+
 def conse_embeddings(logits: torch.Tensor, label_emb: torch.Tensor, top: int = 10) -> torch.Tensor:
     """ConSE (Norouzi et al. 2014): an image as the probability-weighted mean of its top ImageNet labels' text embeddings.
 
