@@ -25,12 +25,12 @@ RGB = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255),
 BACKGROUND = (255, 255, 255)
 QTYPES = ("shape", "horizontal", "vertical", "closest_color", "furthest_shape", "count")
 RELATIONAL = frozenset({"closest_color", "furthest_shape", "count"})
-_TEMPLATES = {
-    "shape": "what shape is the {c} object ?",
-    "horizontal": "is the {c} object on the left or right ?",
-    "vertical": "is the {c} object on the top or bottom ?",
-    "closest_color": "what color is the object closest to the {c} object ?",
-    "furthest_shape": "what shape is the object furthest from the {c} object ?",
+_TEMPLATES = {  # every question ends with "<colour> object ?": see build_vqa_set on why
+    "shape": "what is the shape of the {c} object ?",
+    "horizontal": "left or right : where is the {c} object ?",
+    "vertical": "top or bottom : where is the {c} object ?",
+    "closest_color": "what is the color of the object closest to the {c} object ?",
+    "furthest_shape": "what is the shape of the object furthest from the {c} object ?",
     "count": "how many objects have the same shape as the {c} object ?",
 }
 ANSWER_WORDS = (*SHAPES, "left", "right", "top", "bottom", *COLORS, "1", "2", "3", "4", "5", "6")
@@ -66,7 +66,7 @@ class VQASet:
     """Rendered scenes with 36 questions each, as token ids of ``vocab`` (``VQA_VOCAB``)."""
 
     images: torch.Tensor  # (n, 3, size, size) uint8 RGB
-    questions: torch.Tensor  # (n, 36, QUESTION_LEN) long, padded with <pad>
+    questions: torch.Tensor  # (n, 36, QUESTION_LEN) long, left-padded with <pad>
     answers: torch.Tensor  # (n, 36) long, one answer word each
     qtypes: list[str]  # (36,) question type of each question slot
     scenes: list[Scene]
@@ -185,13 +185,28 @@ def decode_ids(ids: Sequence[int] | torch.Tensor) -> str:
     return " ".join(words)
 
 
+def left_pad(ids: list[int], length: int) -> list[int]:
+    """``ids`` with <pad> in front up to ``length``."""
+    if len(ids) > length:
+        raise ValueError(f"{len(ids)} ids, more than length={length}")
+    return [PAD_ID] * (length - len(ids)) + ids
+
+
 def build_vqa_set(n_scenes: int, seed: int, size: int = 64) -> VQASet:
-    """``n_scenes`` rendered scenes with their 36 encoded questions and answers."""
+    """``n_scenes`` rendered scenes with their 36 encoded questions and answers.
+
+    Questions are left-padded to ``QUESTION_LEN``, so every question ends at the same position and its answer is
+    the next token; and as every template ends with "<colour> object ?", the named object's colour sits at the
+    same position in all 36 questions. A fixed layout, like the original's fixed-format question vectors (a
+    colour one-hot and a question-type one-hot), lets a small decoder learn where to look for the colour once
+    for all question types; with the colour at a different place in each template it learns each type's
+    lookup separately, several times slower.
+    """
     scenes = make_scenes(n_scenes, seed, size)
     images = np.stack([render_scene(s) for s in scenes]) if scenes else np.zeros((0, size, size, 3), np.uint8)
     per_scene = [questions_for(s) for s in scenes]
     texts = [_TEMPLATES[t].format(c=c) for t in QTYPES for c in COLORS]
-    one = torch.tensor([encode_words(q, QUESTION_LEN) for q in texts], dtype=torch.long)  # (36, Lq)
+    one = torch.tensor([left_pad(encode_words(q), QUESTION_LEN) for q in texts], dtype=torch.long)  # (36, Lq)
     answers = torch.tensor([[_WORD_TO_ID[q.answer] for q in qs] for qs in per_scene], dtype=torch.long)
     return VQASet(
         images=torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),

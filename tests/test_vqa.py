@@ -1,0 +1,246 @@
+"""Checks of mmhelpers.vqa: shapes, loss on the answer only, one CNN pass per scene, generation, metrics, training."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmhelpers.data.sort_of_clevr import COLORS, QTYPES, QUESTION_LEN, RGB, VQA_VOCAB, build_vqa_set
+from mmhelpers.generate import generate
+from mmhelpers.vqa import (
+    VQAConfig,
+    VQAModel,
+    accuracy_by_type,
+    answer_sequences,
+    evaluate_vqa,
+    majority_baseline,
+    pixel_coordinates,
+    train_vqa,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CIRCLE = VQA_VOCAB.index("circle")
+
+
+def _model(seed: int = 0, **kw) -> VQAModel:
+    torch.manual_seed(seed)
+    return VQAModel(VQAConfig.smoke(**kw)).eval()
+
+
+@pytest.fixture(scope="module")
+def data():
+    return build_vqa_set(6, seed=3)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """One smoke-config run, shared by the tests that need a trained model."""
+    torch.set_num_threads(1)
+    return train_vqa(VQAConfig.smoke(), progress=False)
+
+
+# --------------------------------------------------------------------------- model
+
+
+def test_config_is_validated():
+    with pytest.raises(ValueError):
+        VQAConfig(mode="text_only")
+    with pytest.raises(ValueError):
+        VQAConfig(size=60)
+    with pytest.raises(ValueError):
+        VQAConfig(projector="queries")
+    cfg = VQAConfig()
+    assert cfg.grid == 8 and cfg.vlm_config().n_visual == 6 and cfg.vlm_config().d_visual == cfg.slot_dim
+
+
+def test_shapes(data):
+    m = _model()
+    out = m(data.images[:2], data.questions[:2], data.answers[:2])
+    assert out.logits.shape == (2, 36, len(VQA_VOCAB)) and out.loss.shape == ()
+    assert m.visual_tokens(data.images[:2]).shape == (2, 6, m.cfg.n_embd)
+    assert m.cells(data.images[:2]).shape == (2, 64, m.cfg.cnn_channels[-1])
+    assert m.slots(data.images[:2]).shape == (2, 6, m.cfg.slot_dim)
+    att = m.slot_attention(data.images[:2])
+    assert att.shape == (2, 6, 32, 32)
+    torch.testing.assert_close(att.sum((-2, -1)), torch.ones(2, 6))
+    background = F.avg_pool2d(data.images[:2].float(), 2).amin(1) == 255  # (2, 32, 32) all-white pooled pixels
+    assert att.masked_select(background[:, None]).max() < 1e-4  # only drawn pixels are attended to
+    assert m.predict(data.images[:2], data.questions[:2]).shape == (2, 36)
+
+
+def test_a_slot_is_its_objects_centre_and_colour():
+    """With one object in the image every slot attends to it: the slot holds its centre and its ink colour."""
+    m = _model()
+    img = torch.full((1, 3, 64, 64), 255, dtype=torch.uint8)
+    img[0, 0, 10:21, 40:51] = 255  # a red square (255, 0, 0) with centre x=45, y=15
+    img[0, 1:, 10:21, 40:51] = 0
+    slots = m.slots(img)[0, :, m.cfg.cnn_channels[-1] :]  # (6, 7): x, y, x^2 + y^2, spread, ink r, g, b
+    x, y = (45 - 31.5) / 31, (15 - 31.5) / 31  # pixel centres in the coordinates of pixel_coordinates(32)
+    torch.testing.assert_close(slots[:, :2], torch.tensor([[x, y]]).expand(6, 2), atol=2e-3, rtol=0)  # 0.06 px
+    torch.testing.assert_close(slots[:, 3], torch.full((6,), 1.066), atol=2e-3, rtol=0)  # a square's spread
+    torch.testing.assert_close(slots[:, 4:], torch.tensor([[0.0, 1.0, 1.0]]).expand(6, 3))  # red ink
+    torch.testing.assert_close(
+        pixel_coordinates(4)[[0, 5, 15]], torch.tensor([[-1.0, -1, 2], [-1 / 3, -1 / 3, 2 / 9], [1, 1, 2]])
+    )
+
+
+def test_prototypes_start_at_the_six_colours(data):
+    """k-means on a few scenes finds the palette: each slot then attends to exactly one object of every scene."""
+    m = _model()
+    m.slotter.init_prototypes(data.images)
+    ink = {c: 1 - torch.tensor(RGB[c]) / 255 for c in COLORS}
+    palette = torch.stack([ink[c] / ink[c].max() for c in COLORS])  # ink colour scaled to amount 1 (gray -> white)
+    d = torch.cdist(m.slotter.prototypes.detach(), palette)  # (6 slots, 6 colours)
+    assert d.min(1).values.max() < 1e-3 and sorted(d.argmin(1).tolist()) == list(range(6))  # a bijection
+    slots = m.slots(data.images)[..., m.cfg.cnn_channels[-1] : m.cfg.cnn_channels[-1] + 2]  # (6, 6, 2) x, y
+    for scene, xy in zip(data.scenes, slots, strict=True):
+        truth = torch.tensor([[(o[2] - 31.5) / 31, (o[3] - 31.5) / 31] for o in scene.objects])[d.argmin(1)]
+        torch.testing.assert_close(xy, truth, atol=0.05, rtol=0)  # ~1.5 px: the pooled 2x2 grid
+
+
+def test_loss_only_on_the_answer(data):
+    idx, targets = answer_sequences(data.questions, data.answers)
+    assert torch.equal(idx, data.questions) and idx.shape[-1] == QUESTION_LEN
+    assert torch.equal(targets[..., -1], data.answers) and (targets[..., :-1] == -100).all()
+    m = _model()
+    out = m(data.images, data.questions, data.answers)
+    torch.testing.assert_close(out.loss, F.cross_entropy(out.logits.flatten(0, 1), data.answers.flatten()))
+
+
+def test_cnn_runs_once_per_scene_and_matches_a_plain_forward(data):
+    m, calls = _model(), []
+    m.cnn.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[0]))
+    logits = m(data.images, data.questions).logits  # (6, 36, V)
+    assert calls == [len(data)]  # one pass over the 6 scenes, not 216 images
+    vis = m.visual_tokens(data.images).repeat_interleave(36, dim=0)  # the slots copied per question
+    plain, _ = m.vlm(data.questions.flatten(0, 1), visual_tokens=vis)  # no KV cache, prefix recomputed
+    torch.testing.assert_close(logits.flatten(0, 1), plain[:, -1], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["question_only", "image_only"])
+def test_baseline_modes_cut_one_input(data, mode):
+    m = _model(mode=mode)
+    a, b = data.images[:2], data.images[2:4]
+    q1, q2 = data.questions[:2], data.questions[:2].roll(6, dims=1)  # other question types
+    if mode == "question_only":  # the image is ignored
+        assert m.visual_tokens(a) is None
+        torch.testing.assert_close(m(a, q1).logits, m(b, q1).logits)
+    else:  # the question is ignored
+        torch.testing.assert_close(m(a, q1).logits, m(a, q2).logits)
+        assert not torch.allclose(m(a, q1).logits, m(b, q1).logits)
+
+
+def test_untrained_model_is_near_chance(data):
+    acc = evaluate_vqa(_model(), build_vqa_set(30, seed=5))
+    assert acc["overall"] < 0.3
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+class _Oracle:
+    """Answers every question correctly, batch after batch in the order evaluate_vqa asks."""
+
+    def __init__(self, answers: torch.Tensor):
+        self.answers, self.pos = answers, 0
+
+    def predict(self, images: torch.Tensor, questions: torch.Tensor) -> torch.Tensor:
+        out = self.answers[self.pos : self.pos + len(images)]
+        self.pos += len(images)
+        return out
+
+
+class _AlwaysCircle:
+    def predict(self, images: torch.Tensor, questions: torch.Tensor) -> torch.Tensor:
+        return torch.full(questions.shape[:2], CIRCLE)
+
+
+def test_evaluate_vqa_by_hand():
+    vqa = build_vqa_set(7, seed=11)
+    perfect = evaluate_vqa(_Oracle(vqa.answers), vqa, batch_scenes=3)
+    assert set(perfect) == {*QTYPES, "non_relational", "relational", "overall"}
+    assert all(v == 1.0 for v in perfect.values())
+    # "circle" is right for shape questions about circles and furthest_shape questions whose answer is a circle
+    shapes = [{c: s for c, s, _, _ in scene.objects} for scene in vqa.scenes]
+    shape_acc = sum(s[c] == "circle" for s in shapes for c in COLORS) / (7 * 6)
+    furthest = []
+    for scene in vqa.scenes:
+        for c, _, x, y in scene.objects:
+            others = [o for o in scene.objects if o[0] != c]
+            far = max(others, key=lambda o: (o[2] - x) ** 2 + (o[3] - y) ** 2)
+            furthest.append(far[1] == "circle")
+    far_acc = sum(furthest) / len(furthest)
+    acc = evaluate_vqa(_AlwaysCircle(), vqa, batch_scenes=4)
+    expected = dict(shape=shape_acc, horizontal=0.0, vertical=0.0, closest_color=0.0, furthest_shape=far_acc, count=0.0)
+    expected |= dict(non_relational=shape_acc / 3, relational=far_acc / 3, overall=(shape_acc + far_acc) / 6)
+    assert acc == pytest.approx(expected)
+
+
+def test_accuracy_by_type_and_majority_baseline():
+    qtypes = ["shape", "count"]
+    acc = accuracy_by_type(torch.tensor([[1, 2], [1, 3]]), torch.tensor([[1, 3], [0, 3]]), qtypes)
+    assert acc == pytest.approx(dict(shape=0.5, count=0.5, non_relational=0.5, relational=0.5, overall=0.5))
+    train, test = build_vqa_set(40, seed=1), build_vqa_set(40, seed=2)
+    base = majority_baseline(train, test)
+    assert 0.4 < base["horizontal"] < 0.65 and base["closest_color"] < 0.45
+
+
+# --------------------------------------------------------------------------- training
+
+
+def test_smoke_training_reads_the_asked_object(trained):
+    """The smoke run (the curriculum stage: left/right and top/bottom only) leaves the plateau on those questions.
+
+    Their answers depend on the asked object alone, and on nothing a scene-wide shortcut sees: a question-only
+    or untrained model is at ~50%, a model that reads the right slot at ~100%.
+    """
+    cfg = trained.config
+    chance = majority_baseline(build_vqa_set(cfg.n_scenes_train, cfg.seed), build_vqa_set(100, cfg.test_seed))
+    for t in ("horizontal", "vertical"):
+        assert chance[t] < 0.6 and trained.test[t] > 0.9, (t, trained.test[t], chance[t])
+    h = trained.history
+    assert len(h.loss) == cfg.steps and h.eval_steps == [200, 400, 600, 800] and h.loss[-1] < 0.2 * h.loss[0]
+
+
+def test_generate_gives_the_predicted_answer(trained):
+    m, vqa = trained.model, build_vqa_set(4, seed=7)
+    slots = m.slots(vqa.images).repeat_interleave(36, dim=0)  # raw visual tokens, one copy per question
+    out = generate(m.vlm, slots, vqa.questions.flatten(0, 1), max_new_tokens=1)  # (144, L + 1)
+    assert torch.equal(out[:, -1].view(4, 36), m.predict(vqa.images, vqa.questions))
+
+
+def test_checkpoint_resume_equals_uninterrupted(tmp_path):
+    cfg = VQAConfig.smoke(
+        steps=6,
+        eval_every=2,
+        checkpoint_every=2,
+        n_scenes_train=32,
+        n_scenes_val=4,
+        n_scenes_test=4,
+        warmup_steps=2,
+        curriculum_steps=4,
+    )  # the resume crosses the curriculum's end
+    full = train_vqa(cfg, progress=False, checkpoint_dir=tmp_path / "a")
+    part = train_vqa(cfg, progress=False, checkpoint_dir=tmp_path / "b", max_steps=3)
+    assert len(part.history.loss) == 3 and torch.load(tmp_path / "b" / "last.pt")["step"] == 3
+    resumed = train_vqa(cfg, progress=False, checkpoint_dir=tmp_path / "b")
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    assert resumed.history.loss == full.history.loss and resumed.history.val == full.history.val
+    assert resumed.test == full.test
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a finished run is reloaded, not retrained
+        again = train_vqa(cfg, progress=False, checkpoint_dir=tmp_path / "b")
+    assert again.history.loss == full.history.loss
+
+
+def test_bad_checkpoint_warns_and_starts_fresh(tmp_path):
+    cfg = VQAConfig.smoke(steps=2, eval_every=2, n_scenes_train=16, n_scenes_val=2, n_scenes_test=2)
+    (tmp_path / "last.pt").write_bytes(b"truncated")
+    with pytest.warns(UserWarning, match="cannot resume"):
+        res = train_vqa(cfg, progress=False, checkpoint_dir=tmp_path)
+    assert len(res.history.loss) == 2
