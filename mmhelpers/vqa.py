@@ -96,9 +96,10 @@ class VQAConfig:
     seed: int = 0
     eval_every: int = 250
     checkpoint_every: int = 500
-    # curriculum: the first steps ask only these question types (their answers need the asked object's slot;
-    # with all types from the start, the count-based shortcut for shape/count/furthest keeps attention uniform)
-    curriculum_steps: int = 800  # with 36 questions per scene from the start it stalls for thousands of steps
+    # curriculum: the first steps ask only these question types, whose answers need the asked object's slot;
+    # with all 36 from the start, the scene-wide shape-count shortcut (for shape, count, furthest shape) keeps
+    # the answer's attention spread over all slots and training stalls for thousands of steps
+    curriculum_steps: int = 800
     curriculum_qtypes: tuple[str, ...] = ("horizontal", "vertical")
     # the slots
     n_slots: int = 6  # one colour prototype per slot, initialised by k-means on `init_scenes` training scenes
@@ -237,9 +238,8 @@ class ColourSlots(nn.Module):
             )
         km = KMeans(len(self.prototypes), n_init=4, random_state=seed).fit(drawn)
         centres = torch.as_tensor(km.cluster_centers_, dtype=self.prototypes.dtype)
-        self.prototypes.copy_(
-            centres[torch.argsort(centres @ torch.tensor([9.0, 3.0, 1.0]).to(centres))]
-        )  # fixed order
+        order = torch.argsort(centres @ torch.tensor([9.0, 3.0, 1.0], dtype=centres.dtype))  # by (r, g, b) ink
+        self.prototypes.copy_(centres[order])  # a fixed order, whatever order k-means found them in
 
     def attention(self, ink: Tensor) -> tuple[Tensor, Tensor]:
         """Ink images (B, 3, S, S) -> (attention of each slot over the pooled pixels (B, n_slots, R*R), the

@@ -214,12 +214,17 @@ def test_readme_results_tables_come_from_the_results_files():
         )
 
 
-def test_committed_av_results_meet_the_targets():
-    """The committed full run (results/av_digits.json) meets the scenario's targets, as the README claims."""
-    path = ROOT / "results" / "av_digits.json"
+def _committed_results(name: str) -> dict:
+    """results/<name>.json, or skip the test when no full run is committed yet."""
+    path = ROOT / "results" / f"{name}.json"
     if not path.exists():
         pytest.skip("no full run committed yet")
-    r = json.loads(path.read_text())
+    return json.loads(path.read_text())
+
+
+def test_committed_av_results_meet_the_targets():
+    """The committed full run (results/av_digits.json) meets the scenario's targets, as the README claims."""
+    r = _committed_results("av_digits")
     off, spk, hard = r["official"], r["speaker_independent"], r["hard"]
     assert off["image"] >= 0.98 and off["audio"] >= 0.98 and off["best_fusion"] >= 0.995
     assert spk["audio"] >= 0.88 and spk["best_fusion"] >= max(spk["audio"], spk["image"])
@@ -234,10 +239,7 @@ def test_committed_av_results_meet_the_targets():
 
 def test_committed_image_text_results_meet_the_targets():
     """The committed full run (results/image_text.json) meets the retrieval targets and reports zero-shot honestly."""
-    path = ROOT / "results" / "image_text.json"
-    if not path.exists():
-        pytest.skip("no full run committed yet")
-    r = json.loads(path.read_text())
+    r = _committed_results("image_text")
     for direction in ("t2i", "i2t"):
         assert set(r[direction]) == {"R@1", "R@5", "R@10", "median_rank"}
     assert r["t2i"]["R@5"] >= 0.70 and r["t2i"]["R@1"] >= 0.33
@@ -249,10 +251,7 @@ def test_committed_image_text_results_meet_the_targets():
 
 def test_committed_mini_vlm_results_are_complete_and_consistent():
     """The committed full run (results/mini_vlm.json) has the issue's keys and backs what the README says."""
-    path = ROOT / "results" / "mini_vlm.json"
-    if not path.exists():
-        pytest.skip("no full run committed yet")
-    r = json.loads(path.read_text())
+    r = _committed_results("mini_vlm")
     v, c, k = r["vqa"], r["caption"], r["kv_cache"]
     assert {"non_relational", "relational", "question_only", "image_only"} <= set(v)
     assert {"bleu4", "cider", "nn_bleu4", "nn_cider", "ppl_with_pretraining", "ppl_without_pretraining"} <= set(c)
