@@ -10,7 +10,7 @@ predicts the one-word answer as the next token.
 The decoder's text is the question's word ids, left-padded to ``QUESTION_LEN`` so that every question ends at
 the same position and the answer is always the token after it (so greedy :func:`~mmhelpers.generate.generate`
 of one token over a batch of padded questions gives the answers). The loss is the cross-entropy on that one
-answer token (targets are -100 elsewhere). Each scene is asked all 36 of its questions: the CNN and the
+answer token, so the decoder's last layer runs for the last position only (``forward_step(..., last=1)``). Each scene is asked all 36 of its questions: the CNN and the
 projector run once per scene and their slots are shared by the 36 question sequences.
 
 What makes it learn in minutes on a CPU (each found by a run that stalled without it): slots bound to one
@@ -61,7 +61,6 @@ __all__ = [
     "VQAModel",
     "VQAHistory",
     "VQAResult",
-    "answer_sequences",
     "ColourSlots",
     "pixel_coordinates",
     "baseline_config",
@@ -146,14 +145,15 @@ class VQAConfig:
 
     @classmethod
     def smoke(cls, **overrides: Any) -> VQAConfig:
-        """The curriculum stage alone, for tests and notebook smoke runs (about a minute on one thread).
+        """The curriculum stage alone, for tests and notebook smoke runs (about 45 s on one thread).
 
-        800 steps of left/right and top/bottom questions: enough to leave the plateau on those (an untrained or
-        image-blind model is at 50%), not to learn the other question types, which the full run needs.
+        1,000 steps of left/right and top/bottom questions with the full model: enough to leave the plateau on
+        those (an untrained or image-blind model is at 50%; seeds 0 and 1 leave it after 500-600 steps), not to
+        learn the other question types, which the full run needs. A smaller CNN at 16 scenes a step and a higher
+        LR left it late or not at all, depending on the seed.
         """
-        base = dict(n_scenes_train=2000, n_scenes_val=50, n_scenes_test=100, steps=800, batch_scenes=16, lr=4e-3,
-                    warmup_steps=100, eval_every=200, checkpoint_every=200, cnn_channels=(16, 32, 32),
-                    curriculum_steps=800)  # fmt: skip
+        base = dict(n_scenes_train=2000, n_scenes_val=50, n_scenes_test=100, steps=1000, eval_every=250,
+                    checkpoint_every=250, curriculum_steps=1000)  # fmt: skip
         return cls(**(base | overrides))
 
 
@@ -269,19 +269,6 @@ class ColourSlots(nn.Module):
         return torch.cat([per_cell @ cells, where, SPREAD_SCALE * spread, a @ colour], dim=-1)
 
 
-def answer_sequences(questions: Tensor, answers: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-    """Decoder input and targets for "question, then answer": questions (..., L), answers (...) -> idx, targets.
-
-    idx is the padded question (..., L); the sequence continues with the answer, so the target at the last
-    position is the answer and every other target is -100 (no loss on the question).
-    """
-    if answers is None:
-        return questions, None
-    targets = torch.full_like(questions, -100)
-    targets[..., -1] = answers
-    return questions, targets
-
-
 @dataclass
 class VQAOutput:
     """Answer logits (B, Q, vocab) of each question of each scene and, given answers, the mean loss."""
@@ -333,15 +320,12 @@ class VQAModel(nn.Module):
         The slots pass the CNN, the slot attention and (as the decoder's prefix, into a KV cache) the decoder
         once per scene; each of the B*Q question sequences then reads its scene's cached prefix.
         """
-        B, Q, L = questions.shape
+        B, Q, _ = questions.shape
         cache = self.vlm.new_cache(self.visual_tokens(images))  # keys/values of the prefix (B, nh, P, hs)
         cache.reorder(torch.arange(B, device=questions.device).repeat_interleave(Q))  # -> (B*Q, nh, P, hs)
-        idx, targets = answer_sequences(self.text(questions), answers)  # (B, Q, L)
-        logits = self.vlm.forward_step(idx.flatten(0, 1), cache)  # (B*Q, L, vocab)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
-        return VQAOutput(logits[:, -1].view(B, Q, -1), loss)
+        logits = self.vlm.forward_step(self.text(questions).flatten(0, 1), cache, last=1)[:, 0]  # (B*Q, vocab)
+        loss = None if answers is None else F.cross_entropy(logits, answers.flatten())  # on the answer token only
+        return VQAOutput(logits.view(B, Q, -1), loss)
 
     @torch.no_grad()
     def predict(self, images: Tensor, questions: Tensor) -> Tensor:

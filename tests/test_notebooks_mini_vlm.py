@@ -60,7 +60,7 @@ def test_mini_vlm_feature_extraction(tmp_path: Path):
     assert m["cache_identical"] and m["cached_call_s"] < 5
     assert m["projected_shape"] == [8, 64]  # 8 learned queries at the smoke decoder width
     assert m["projector_parameters"] > 1280 * 64  # at least the first linear layer
-    assert m["vqa_cells_shape"] == [64, 32] and m["vqa_slots_shape"] == [6, 39]  # 8x8 cells; 6 slots of 32 + 7
+    assert m["vqa_cells_shape"] == [64, 64] and m["vqa_slots_shape"] == [6, 71]  # 8x8 cells; 6 slots of 64 + 7
 
 
 def test_mini_vlm_fusion(tmp_path: Path):
@@ -86,7 +86,7 @@ def test_mini_vlm_training(tmp_path: Path):
     assert v["question_only"]["horizontal"] < 0.65 and v["image_only"]["horizontal"] < 0.65  # each lacks an input
     for t in ("horizontal", "vertical"):
         assert v["test"][t] > 0.9, t  # ~1.0; an untrained or image-blind model ~0.5
-    assert v["val_curve"]["steps"] == [200, 400, 600, 800]
+    assert v["val_curve"]["steps"] == [250, 500, 750, 1000]
 
 
 def test_mini_vlm_evaluation(tmp_path: Path):

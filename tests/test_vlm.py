@@ -177,6 +177,17 @@ def test_cache_matches_full_forward(fusion, with_visual):
         m.forward_step(idx[:, :2], cache)  # past block_size
 
 
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_forward_step_last_positions_only(fusion):
+    """``last=n``: the last n positions' logits, as without it, and the cache holds every position's keys/values."""
+    m, (idx, vis) = _model(fusion, "linear"), _inputs()
+    vt = m.encode_visual(vis)
+    full_cache, last_cache = m.new_cache(vt), m.new_cache(vt)
+    full = m.forward_step(idx[:, :5], full_cache)
+    close(m.forward_step(idx[:, :5], last_cache, last=2), full[:, -2:])
+    close(m.forward_step(idx[:, 5:6], last_cache), m.forward_step(idx[:, 5:6], full_cache))  # the caches agree
+
+
 # --------------------------------------------------------------------------- transfer and parameter counts
 
 
