@@ -86,7 +86,7 @@ def test_mini_vlm_training(tmp_path: Path):
     assert v["question_only"]["horizontal"] < 0.65 and v["image_only"]["horizontal"] < 0.65  # each lacks an input
     for t in ("horizontal", "vertical"):
         assert v["test"][t] > 0.9, t  # ~1.0; an untrained or image-blind model ~0.5
-    assert v["val_curve"]["steps"] == [250, 500, 750, 1000]
+    assert v["val_curve"]["steps"] == [200, 400, 600, 800]
 
 
 def test_mini_vlm_evaluation(tmp_path: Path):

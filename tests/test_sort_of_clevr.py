@@ -74,7 +74,7 @@ def _expected(scene: soc.Scene, text: str) -> str:
     me = next(o for o in scene.objects if o[0] == color)
     others = [o for o in scene.objects if o is not me]
     # Pixel (x, y) covers [x, x + 1); its centre x + 0.5 is compared with the image centre size / 2.
-    if re.fullmatch(r"what is the shape of the \w+ object \?", text):
+    if re.fullmatch(r"what is the shape of the object that is \w+", text):
         return me[1]
     if "left or right" in text:
         return "left" if me[2] + 0.5 < scene.size / 2 else "right"
@@ -134,12 +134,12 @@ def test_vocab_round_trip_and_padding(vqa: soc.VQASet) -> None:
     positions = torch.arange(soc.QUESTION_LEN)
     assert torch.equal(vqa.questions != soc.PAD_ID, positions >= soc.QUESTION_LEN - nonpad[..., None])  # left-padded
     colour_ids = torch.tensor([soc.VQA_VOCAB.index(c) for c in soc.COLORS])
-    assert torch.isin(vqa.questions[..., -3], colour_ids).all()  # the named colour: always 3 tokens from the end
+    assert torch.isin(vqa.questions[..., -1], colour_ids).all()  # the named colour: always the last token
     assert soc.left_pad([5, 6], 4) == [soc.PAD_ID, soc.PAD_ID, 5, 6]
     with pytest.raises(ValueError, match="not in VQA_VOCAB"):
-        soc.encode_words("what is purple ?")
+        soc.encode_words("what is purple")
     with pytest.raises(ValueError, match="more than length"):
-        soc.encode_words("what is the shape of the red object ?", 3)
+        soc.encode_words("what is the shape of the object that is red", 3)
 
 
 def test_scene_captions_are_true_varied_and_deterministic(vqa: soc.VQASet) -> None:

@@ -203,7 +203,7 @@ def test_smoke_training_reads_the_asked_object(trained):
     for t in ("horizontal", "vertical"):
         assert chance[t] < 0.6 and trained.test[t] > 0.9, (t, trained.test[t], chance[t])
     h = trained.history
-    assert len(h.loss) == cfg.steps and h.eval_steps == [250, 500, 750, 1000] and h.loss[-1] < 0.2 * h.loss[0]
+    assert len(h.loss) == cfg.steps and h.eval_steps == [200, 400, 600, 800] and h.loss[-1] < 0.2 * h.loss[0]
 
 
 def test_generate_gives_the_predicted_answer(trained):
