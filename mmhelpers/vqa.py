@@ -71,7 +71,8 @@ __all__ = [
 ]
 
 MODES = ("full", "question_only", "image_only")
-CHECKPOINT_VERSION = 3  # 2: colour prototypes (k-means initialised) and the curriculum; 3: questions end with the colour
+# 2: colour prototypes (k-means initialised) and the curriculum; 3: questions end with the named colour
+CHECKPOINT_VERSION = 3
 _RUN_ONLY = ("eval_every", "checkpoint_every", "n_scenes_test", "test_seed")  # may differ between run and resume
 
 
