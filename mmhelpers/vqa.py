@@ -10,8 +10,10 @@ predicts the one-word answer as the next token.
 The decoder's text is the question's word ids, left-padded to ``QUESTION_LEN`` so that every question ends at
 the same position and the answer is always the token after it (so greedy :func:`~mmhelpers.generate.generate`
 of one token over a batch of padded questions gives the answers). The loss is the cross-entropy on that one
-answer token, so the decoder's last layer runs for the last position only (``forward_step(..., last=1)``). Each scene is asked all 36 of its questions: the CNN and the
-projector run once per scene and their slots are shared by the 36 question sequences.
+answer token, so the decoder's last layer runs for the last position only (``forward_step(..., last=1)``).
+Each scene is asked all 36 of its questions: the CNN and the projector run once per scene and their slots are
+shared by the 36 question sequences. Every question ends with the named object's colour (see
+:func:`~mmhelpers.data.sort_of_clevr.build_vqa_set` on why).
 
 What makes it learn in minutes on a CPU (each found by a run that stalled without it): slots bound to one
 colour each from the start (k-means initialised prototypes); each slot's learned embedding and its geometry
