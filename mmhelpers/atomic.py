@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=".tmp")
     try:
         with os.fdopen(fd, mode) as f:
             if hasattr(os, "fchmod"):  # mkstemp makes 0600; give the file a plain open()'s mode (POSIX)
@@ -32,6 +33,46 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def temp_prefix(path: str | Path) -> str:
+    """Name prefix of the temporary files written for ``path``: ``.<name>.pid<PID>.`` (who wrote it)."""
+    return f".{Path(path).name}.pid{os.getpid()}."
+
+
+_TEMP = re.compile(r"^\..+\.pid(\d+)\..*\.(tmp|part)$")
+
+
+def clean_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete temporary files in ``folder`` left by writers that died (their process is gone); return them.
+
+    Temporary files of live processes (a concurrent writer) are left alone, so this is safe to call
+    at the start of any run that writes into ``folder``.
+    """
+    removed: list[Path] = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        m = _TEMP.match(p.name)
+        if m and not _alive(int(m.group(1))) and p.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                removed.append(p)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id exists (on this machine)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _target_mode(path: Path) -> int:
