@@ -42,6 +42,7 @@ from mmhelpers.data.av_digits import (
     split_for_fusion,
 )
 from mmhelpers.encoders import AudioCNN, ImageCNN, count_parameters
+from mmhelpers.features import fingerprint
 from mmhelpers.fusion import FUSION_METHODS, MultimodalClassifier, build_fusion
 from mmhelpers.metrics import accuracy, macro_f1
 from mmhelpers.paths import cache_root
@@ -79,6 +80,8 @@ class AVConfig:
     hard_snr_db: float = -12.0
     seed: int = 0
     device: str = "auto"
+    precision: str = "fp32"  # the engine's "auto" picks bf16 on CPUs with AMX; the committed results are fp32
+    resume: str | None = None  # "latest": reuse/continue this configuration's checkpoints (notebooks share them)
 
     def smoke(self) -> AVConfig:
         """Tiny epochs for tests and quick looks (the numbers are then far from the targets)."""
@@ -111,13 +114,15 @@ def _key_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-_FUSION_FIELDS = ("fusion_epochs", "d_model", "modality_dropout", "methods", "device")
+_FUSION_FIELDS = ("fusion_epochs", "d_model", "modality_dropout", "methods", "device", "resume")
 
 
 def checkpoint_root(av: AVDigits, cond: Condition, cfg: AVConfig, cache: Path | None = None) -> Path:
     """Checkpoint folder of one data condition and encoder configuration (fusion settings do not change it)."""
     enc_cfg = {k: v for k, v in asdict(cfg).items() if k not in _FUSION_FIELDS}
-    return (cache or cache_root()) / "av_digits" / _key_hash({"source": av.source, "cond": cond.name, **enc_cfg})
+    data = fingerprint([cond.audio, cond.images, av.labels, av.image_labels])
+    return (cache or cache_root()) / "av_digits" / _key_hash({"source": av.source, "cond": cond.name, "data": data,
+                                                              **enc_cfg})  # fmt: skip
 
 
 def _fusion_dir(root: Path, fold: str, method: str, cfg: AVConfig) -> Path:
@@ -128,7 +133,8 @@ def _fusion_dir(root: Path, fold: str, method: str, cfg: AVConfig) -> Path:
 def _train_config(cfg: AVConfig, epochs: int, ckpt: Path | None, progress: bool) -> TrainConfig:
     return TrainConfig(epochs=epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, batch_size=cfg.batch_size,
                        label_smoothing=cfg.label_smoothing, seed=cfg.seed, device=cfg.device, progress=progress,
-                       log_every_epoch=False, checkpoint_dir=str(ckpt) if ckpt else None)  # fmt: skip
+                       precision=cfg.precision, log_every_epoch=False, checkpoint_dir=str(ckpt) if ckpt else None,
+                       resume=cfg.resume if ckpt else None)  # fmt: skip
 
 
 # ---------------------------------------------------------------- data for one condition
@@ -240,10 +246,11 @@ def fused_logits(model: MultimodalClassifier, audio: torch.Tensor, image: torch.
                  drop: str | None = None) -> torch.Tensor:  # fmt: skip
     """Logits of a fusion head on paired features; ``drop`` zeroes one modality's encoded features."""
     model.eval()
-    inputs = {"audio": audio, "image": image}
+    device = next(model.parameters(), torch.empty(0)).device
+    inputs = {"audio": audio.to(device), "image": image.to(device)}
     if drop is not None:
         inputs[drop] = torch.zeros_like(inputs[drop])
-    return model(inputs)
+    return model(inputs).cpu()
 
 
 # ---------------------------------------------------------------- one fold, end to end
@@ -269,7 +276,6 @@ class FoldResult:
 def run_fold(av: AVDigits, fold: Fold, cond: Condition, cfg: AVConfig, image_model: tuple[ImageCNN, History] | None = None,
              progress: bool = True, cache: Path | None = None) -> FoldResult:  # fmt: skip
     """Train the encoders (or load them from their checkpoints) and every fusion head for one fold; score the test set."""
-    device = torch.device("cpu")
     root = checkpoint_root(av, cond, cfg, cache)
     enc_clips, fus_clips = split_for_fusion(fold.train, av.labels, cfg.fusion_fraction, cfg.seed)
     img_enc, img_fus = split_for_fusion(av.image_pools["train"], av.image_labels, cfg.fusion_fraction, cfg.seed)
@@ -278,8 +284,6 @@ def run_fold(av: AVDigits, fold: Fold, cond: Condition, cfg: AVConfig, image_mod
     image_cnn, image_hist = image_model
     audio_cnn, audio_hist = train_audio_encoder(cond.audio[enc_clips], av.labels[enc_clips], cfg,
                                                 root / f"audio-{fold.name}", progress)  # fmt: skip
-    audio_cnn.to(device)
-    image_cnn.to(device)
     a_fus, a_test = encode(audio_cnn, cond.audio[fus_clips]), encode(audio_cnn, cond.audio[fold.test])
     i_fus = encode(image_cnn, cond.images[img_fus])
     test_imgs = pair_images(av.labels[fold.test], av.image_labels, av.image_pools["test"],

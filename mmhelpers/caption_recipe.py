@@ -41,11 +41,11 @@ from tqdm.auto import tqdm
 
 from mmhelpers.caption_metrics import caption_scores, most_frequent_caption, nearest_neighbour_captions
 from mmhelpers.caption_tokenizer import CaptionTokenizer, train_caption_tokenizer
+from mmhelpers.engine import FitConfig, fit, warmup_cosine
 from mmhelpers.features import extract_features, fingerprint
 from mmhelpers.generate import generate
 from mmhelpers.image import resize_shorter_then_center_crop
 from mmhelpers.paths import cache_root
-from mmhelpers.train import _atomic_save
 from mmhelpers.vlm import MiniVLM, VLMConfig, grid_to_tokens
 
 __all__ = [
@@ -67,7 +67,16 @@ __all__ = [
 
 IMAGE_ENCODER = "efficientnet_lite0"
 # Fields that change only the evaluation, never a trained model (left out of checkpoint keys).
-_EVAL_FIELDS = ("fusions", "strategy", "num_beams", "suppress_unk", "nn_ks", "checkpoint_every", "eval_batch_size")
+_EVAL_FIELDS = (
+    "fusions",
+    "strategy",
+    "num_beams",
+    "suppress_unk",
+    "nn_ks",
+    "checkpoint_every",
+    "eval_batch_size",
+    "device",
+)
 _FINETUNE_FIELDS = ("finetune_steps", "finetune_batch_size", "finetune_lr", "gated_cross")
 
 
@@ -112,6 +121,9 @@ class CaptionConfig:
     nn_ks: tuple[int, ...] = (1, 5)  # nearest-neighbour baseline: k picked on the validation images
     eval_batch_size: int = 50
     checkpoint_every: int = 100
+    # the engine: where, and in which precision (the committed results are fp32; "auto" = bf16 on AMX CPUs)
+    device: str = "auto"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.data not in ("real", "embedded"):
@@ -237,14 +249,6 @@ def build_model(cfg: CaptionConfig, vocab_size: int, fusion: str = "prefix", n_v
     return MiniVLM(vcfg)
 
 
-def _lr_factor(step: int, warmup: int, total: int, min_factor: float) -> float:
-    """Linear warm-up to 1, then cosine decay to ``min_factor`` at ``total``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 def _optimizer(model: MiniVLM, lr: float, weight_decay: float) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices only (not on biases, norms, gates, position tables)."""
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and not n.endswith("pos")]
@@ -276,60 +280,37 @@ def _run_key(cfg: CaptionConfig, stage: str, **extra: Any) -> str:
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _caption_loss(model: torch.nn.Module, batch: dict[str, Any]) -> Tensor:
+    """The engine's loss: next-token cross-entropy of the captions (with their images' tokens, if any)."""
+    return model(batch["idx"], batch.get("visual"), batch["targets"])[1]
+
+
 def _train(
     model: MiniVLM,
-    batch_fn: Callable[[int], tuple[Tensor, Tensor, Tensor | None]],
+    batch_fn: Callable[[int], dict[str, Tensor]],
     steps: int,
     lr: float,
     cfg: CaptionConfig,
-    ckpt: Path | None,
+    run_dir: Path | None,
     key: str,
     progress: bool,
     desc: str,
     stop_at: int | None = None,
+    resume: str | Path | None = None,
 ) -> list[float]:
-    """AdamW steps on ``batch_fn(step) -> (idx, targets, visual or None)``; returns the loss of every step.
+    """Train through the engine on ``batch_fn(step) -> {"idx", "targets", "visual"}``; return every step's loss.
 
-    With ``ckpt`` the model, optimizer, RNG and losses are saved atomically every ``cfg.checkpoint_every``
-    steps and at the end; a checkpoint with the same ``key`` is resumed (a finished one is just loaded).
-    ``stop_at`` stops after that step (with a checkpoint), as an interruption would.
+    AdamW (decay on matrices only), warm-up then cosine decay to ``cfg.min_lr_factor`` of the peak, gradients
+    clipped at 1. With ``run_dir`` a checkpoint is written every ``cfg.checkpoint_every`` steps and at the end;
+    ``resume="latest"`` continues it (a finished run is just loaded). ``stop_at`` stops after that step.
     """
     opt = _optimizer(model, lr, cfg.weight_decay)
-    start, losses = 0, []
-    if ckpt is not None and ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        if state.get("key") == key:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            torch.set_rng_state(state["rng"])
-            start, losses = state["step"], list(state["losses"])
-
-    def save(step: int) -> None:
-        if ckpt is not None:
-            _atomic_save({"key": key, "step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                          "rng": torch.get_rng_state(), "losses": losses}, ckpt)  # fmt: skip
-
-    model.train()
-    with tqdm(total=steps, initial=start, desc=desc, disable=not progress or start >= steps) as bar:
-        for step in range(start, steps):
-            for g in opt.param_groups:
-                g["lr"] = lr * _lr_factor(step, cfg.warmup_steps, steps, cfg.min_lr_factor)
-            idx, targets, visual = batch_fn(step)
-            _, loss = model(idx, visual, targets)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            losses.append(loss.item())
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
-            done = step + 1
-            if done == steps or done % cfg.checkpoint_every == 0 or done == stop_at:
-                save(done)
-            if done == stop_at:
-                break
-    model.eval()
-    return losses
+    sched = warmup_cosine(opt, cfg.warmup_steps, steps, cfg.min_lr_factor)
+    fit_cfg = FitConfig(steps=steps, grad_clip=1.0, precision=cfg.precision, device=cfg.device,
+                        checkpoint_every=cfg.checkpoint_every, progress=progress, desc=desc)  # fmt: skip
+    hist = fit(model, opt, batch_fn, _caption_loss, fit_cfg, scheduler=sched, run_dir=run_dir, resume=resume,
+               fingerprint={"recipe": "captioning-2", "key": key}, stop_at=stop_at)  # fmt: skip
+    return hist.loss
 
 
 def pretrain_lm(
@@ -340,18 +321,20 @@ def pretrain_lm(
     checkpoint_dir: Path | None = None,
     progress: bool = True,
     stop_at: int | None = None,
+    resume: str | Path | None = None,
 ) -> list[float]:
     """Train the decoder alone as a language model on ``corpus`` (no image); returns per-step losses."""
     ids = tokenizer.encode(list(corpus), cfg.max_len)  # (M, L)
     B = min(cfg.pretrain_batch_size, len(ids))
 
-    def batch(step: int) -> tuple[Tensor, Tensor, None]:
-        return (*_shift(ids[_epoch_batch(len(ids), B, step, cfg.seed)]), None)
+    def batch(step: int) -> dict[str, Tensor]:
+        idx, targets = _shift(ids[_epoch_batch(len(ids), B, step, cfg.seed)])
+        return {"idx": idx, "targets": targets}
 
     key = _run_key(cfg, "pretrain", corpus=fingerprint(list(corpus)), vocab=tokenizer.vocab_size)
-    ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / f"pretrain-{key}.pt"
-    return _train(model, batch, cfg.pretrain_steps, cfg.pretrain_lr, cfg, ckpt, key, progress,
-                  "pre-train LM (text only)", stop_at)  # fmt: skip
+    run_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / f"pretrain-{key}"
+    return _train(model, batch, cfg.pretrain_steps, cfg.pretrain_lr, cfg, run_dir, key, progress,
+                  "pre-train LM (text only)", stop_at, resume)  # fmt: skip
 
 
 def _pairs(captions: Sequence[Sequence[str]]) -> tuple[np.ndarray, list[str]]:
@@ -371,20 +354,22 @@ def finetune(
     desc: str = "fine-tune",
     stop_at: int | None = None,
     run_tag: str = "finetune",
+    resume: str | Path | None = None,
 ) -> list[float]:
     """Train projector + decoder on (image features (N, P, D), caption) pairs; returns per-step losses."""
     rows, flat = _pairs(captions)
     ids = tokenizer.encode(flat, cfg.max_len)
     B = min(cfg.finetune_batch_size, len(ids))
 
-    def batch(step: int) -> tuple[Tensor, Tensor, Tensor]:
+    def batch(step: int) -> dict[str, Tensor]:
         pick = _epoch_batch(len(ids), B, step, cfg.seed + 1)
-        return (*_shift(ids[pick]), feats[rows[pick]])
+        idx, targets = _shift(ids[pick])
+        return {"idx": idx, "targets": targets, "visual": feats[rows[pick]]}
 
     key = _run_key(cfg, "finetune", tag=run_tag, fusion=model.cfg.fusion, data=fingerprint(flat),
-                   feats=fingerprint(feats[:2]), n=len(feats), vocab=tokenizer.vocab_size)  # fmt: skip
-    ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / f"{run_tag}-{key}.pt"
-    return _train(model, batch, cfg.finetune_steps, cfg.finetune_lr, cfg, ckpt, key, progress, desc, stop_at)
+                   feats=fingerprint(feats), n=len(feats), vocab=tokenizer.vocab_size)  # fmt: skip
+    run_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / f"{run_tag}-{key}"
+    return _train(model, batch, cfg.finetune_steps, cfg.finetune_lr, cfg, run_dir, key, progress, desc, stop_at, resume)
 
 
 # ---------------------------------------------------------------- evaluation
@@ -408,10 +393,11 @@ def perplexity(
     ids = tokenizer.encode(flat, max_len)
     was_training = model.training
     model.eval()
+    device = model.lm_head.weight.device
     total, count = 0.0, 0
     for s in range(0, len(ids), batch_size):
-        idx, targets = _shift(ids[s : s + batch_size])
-        visual = None if feats is None else feats[rows[s : s + batch_size]]
+        idx, targets = (t.to(device) for t in _shift(ids[s : s + batch_size]))
+        visual = None if feats is None else feats[rows[s : s + batch_size]].to(device)
         logits, _ = model(idx, visual)
         total += F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum").item()
         count += int((targets != -100).sum())
@@ -449,10 +435,10 @@ def generate_captions(
     max_new = model.cfg.block_size
     with _suppressed(model, [tokenizer.unk_id] if suppress_unk else []):
         for s in tqdm(range(0, len(feats), batch_size), desc=f"caption ({strategy})", disable=not progress):
-            visual = feats[s : s + batch_size]
-            prompt = torch.full((len(visual), 1), tokenizer.bos_id, dtype=torch.long)
+            visual = feats[s : s + batch_size].to(model.lm_head.weight.device)
+            prompt = torch.full((len(visual), 1), tokenizer.bos_id, dtype=torch.long, device=visual.device)
             ids = generate(model, visual, prompt, max_new, strategy=strategy, num_beams=num_beams)
-            out.extend(tokenizer.decode(ids))
+            out.extend(tokenizer.decode(ids.cpu()))
     return out
 
 
@@ -519,7 +505,10 @@ def _design_scores(
 
 
 def run_captioning(
-    cfg: CaptionConfig, progress: bool = True, checkpoint_dir: Path | str | None = None
+    cfg: CaptionConfig,
+    progress: bool = True,
+    checkpoint_dir: Path | str | None = None,
+    resume: str | None = None,
 ) -> CaptionResult:
     """Data, tokenizer, features, LM pre-training, fine-tuning of every fusion (with and without pre-training),
     evaluation on the test images; checkpoints under ``checkpoint_dir`` (default ``<cache>/captioning``).
@@ -547,7 +536,7 @@ def run_captioning(
     n_visual = feats.shape[1]
 
     lm = build_model(cfg, tokenizer.vocab_size, "prefix", n_visual)
-    histories = {"pretrain": pretrain_lm(lm, tokenizer, data.lm_corpus, cfg, ckpt_dir, progress)}
+    histories = {"pretrain": pretrain_lm(lm, tokenizer, data.lm_corpus, cfg, ckpt_dir, progress, resume=resume)}
     lm_state = lm.language_model_state()
     lap("pretrain")
 
@@ -562,7 +551,7 @@ def run_captioning(
                 model.load_language_model_(lm_state)
             desc = f"fine-tune {fusion} ({'pre-trained' if pretrained else 'from scratch'})"
             histories[name] = finetune(model, feats[splits["train"]], refs["train"], tokenizer, cfg, ckpt_dir,
-                                       progress, desc, run_tag=name)  # fmt: skip
+                                       progress, desc, run_tag=name, resume=resume)  # fmt: skip
             lap(f"finetune_{name}")
             scores, captions[name] = _design_scores(model, feats, splits, refs, tokenizer, cfg)
             models[name] = model

@@ -19,11 +19,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
+from mmhelpers.engine import FitConfig, fit, warmup_cosine
+from mmhelpers.features import fingerprint
 from mmhelpers.losses import info_nce
 from mmhelpers.retrieval import retrieval_metrics
-from mmhelpers.train import _atomic_save, _cosine_factor
 
 
 @dataclass
@@ -125,6 +125,10 @@ class DualEncoder(nn.Module):
     def encode_text(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.text_tower(hidden, mask), dim=-1)  # (B, dim), unit length
 
+    def forward(self, image_feats: torch.Tensor, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The training loss (:meth:`loss`), through ``forward`` so that DDP sees the call."""
+        return self.loss(image_feats, hidden, mask)
+
     def loss(self, image_feats: torch.Tensor, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Symmetric InfoNCE over the batch; the temperature is clamped to at least 0.01 (CLIP caps the scale at 100)."""
         temperature = 1.0 / self.log_scale.clamp(max=math.log(100.0)).exp()
@@ -168,15 +172,17 @@ def embed(
     """(image embeddings, caption embeddings, caption -> image position) for a set of images, in eval mode."""
     was_training = model.training
     model.eval()
+    device = model.log_scale.device
     images = torch.as_tensor(images, dtype=torch.long)
     rows, local = data.captions_of(images)
-    zi = model.encode_image(data.image_feats[images, 0].float())
+    zi = model.encode_image(data.image_feats[images, 0].float().to(device))
     zt = torch.cat([
-        model.encode_text(data.text_hidden[rows[i : i + batch_size]], data.text_mask[rows[i : i + batch_size]])
+        model.encode_text(data.text_hidden[rows[i : i + batch_size]].to(device),
+                          data.text_mask[rows[i : i + batch_size]].to(device))
         for i in range(0, len(rows), batch_size)
     ])  # fmt: skip
     model.train(was_training)
-    return zi, zt, local
+    return zi.cpu(), zt.cpu(), local
 
 
 def evaluate_retrieval(model: DualEncoder, data: AlignData, images: Sequence[int] | torch.Tensor) -> dict:
@@ -192,14 +198,20 @@ def train_alignment(
     val_images: Sequence[int] | None = None,
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
+    resume: str | Path | None = None,
+    device: str = "auto",
+    precision: str = "fp32",
+    max_steps: int | None = None,
 ) -> AlignHistory:
-    """Train with in-batch negatives and caption sampling; keep the weights of the best validation step.
+    """Train through the engine with in-batch negatives and caption sampling; keep the best validation weights.
 
     Each step draws ``batch_size`` distinct training images, one of each image's captions at random
     (caption sampling: every epoch pairs an image with a different description) and, with
-    ``cfg.flip``, the flipped view of half the images. Linear warm-up then cosine decay. With a
-    ``checkpoint_dir`` the state is saved atomically every ``eval_every`` steps and an
-    interrupted run resumes from it (same config) to the same result.
+    ``cfg.flip``, the flipped view of half the images. Linear warm-up then cosine decay
+    (:func:`~mmhelpers.engine.warmup_cosine`). With a ``checkpoint_dir`` the run is checkpointed every ``eval_every`` steps;
+    ``resume="latest"`` continues it to the same result; ``max_steps`` stops
+    early (with a checkpoint), as an interruption would. Under several processes each one contrasts its own
+    slice of the batch (fewer negatives per process than one process sees).
     """
     cfg = model.cfg
     train = torch.as_tensor(train_images, dtype=torch.long)
@@ -209,54 +221,35 @@ def train_alignment(
     if text_params:
         groups.append({"params": text_params, "lr": cfg.text_lr})
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine_factor(s, cfg.warmup, cfg.steps))
+    sched = warmup_cosine(opt, cfg.warmup, cfg.steps)
     gen = torch.Generator().manual_seed(cfg.seed)
-    hist, best, start = AlignHistory(), (-1.0, None), 0
-    ckpt = Path(checkpoint_dir) / "alignment.pt" if checkpoint_dir is not None else None
-    if ckpt is not None and ckpt.is_file():
-        state = torch.load(ckpt, weights_only=False)
-        if state["config"] == asdict(cfg):
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["opt"])
-            sched.load_state_dict(state["sched"])
-            gen.set_state(state["gen"])
-            torch.set_rng_state(state["torch_rng"])  # dropout draws from the global generator
-            hist, best, start = AlignHistory(**state["hist"]), (state["best_score"], state["best_model"]), state["step"]
     rows_of = [torch.nonzero(data.caption_image == i).squeeze(1) for i in range(int(data.caption_image.max()) + 1)]
     n_views = data.image_feats.shape[1] if cfg.flip else 1
-    model.train()
-    bar = tqdm(range(start, cfg.steps), desc="align", disable=not progress, initial=start, total=cfg.steps)
-    for step in bar:
+
+    def batch(step: int) -> dict[str, torch.Tensor]:
         images = train[torch.randperm(len(train), generator=gen)[: cfg.batch_size]]
         pick = torch.randint(0, 1 << 30, (len(images),), generator=gen)
         rows = torch.stack([rows_of[int(i)][int(p) % len(rows_of[int(i)])] for i, p in zip(images, pick, strict=True)])
         views = torch.randint(0, n_views, (len(images),), generator=gen)
-        loss = model.loss(data.image_feats[images, views].float(), data.text_hidden[rows], data.text_mask[rows])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        hist.step_loss.append(loss.item())
-        hist.temperature.append(model.temperature)
-        hist.lr.append(sched.get_last_lr()[0])
-        done = step + 1
-        if done % cfg.eval_every == 0 or done == cfg.steps:
-            if val_images is not None:
-                m = evaluate_retrieval(model, data, val_images)
-                hist.val_steps.append(done)
-                hist.val.append(m)
-                if _score(m) > best[0]:
-                    best = (_score(m), copy.deepcopy(model.state_dict()))
-                    hist.best_step = done
-                bar.set_postfix(loss=f"{loss.item():.3f}", val_t2i_R5=f"{m['t2i']['R@5']:.3f}")
-            if ckpt is not None:
-                _atomic_save({"config": asdict(cfg), "model": model.state_dict(), "opt": opt.state_dict(),
-                              "sched": sched.state_dict(), "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                              "hist": hist.to_dict(),
-                              "best_score": best[0], "best_model": best[1], "step": done}, ckpt)  # fmt: skip
-    if best[1] is not None:
-        model.load_state_dict(best[1])
-    else:
-        hist.best_step = cfg.steps
-    model.eval()
-    return hist
+        return {"image": data.image_feats[images, views].float(), "hidden": data.text_hidden[rows],
+                "mask": data.text_mask[rows]}  # fmt: skip
+
+    def loss_fn(wrapped: nn.Module, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        return wrapped(b["image"], b["hidden"], b["mask"]), {"temperature": model.temperature}
+
+    def evaluate(m: nn.Module) -> dict[str, Any]:
+        metrics = evaluate_retrieval(m, data, val_images)
+        return {"score": _score(metrics), "metrics": metrics}
+
+    fit_cfg = FitConfig(steps=cfg.steps, grad_clip=None, precision=precision, device=device,
+                        eval_every=cfg.eval_every, checkpoint_every=cfg.eval_every,
+                        monitor="score" if val_images is not None else None, progress=progress, desc="align")  # fmt: skip
+    ident = {"recipe": "alignment-2", "config": asdict(cfg), "train": train.tolist(),
+             "val": None if val_images is None else torch.as_tensor(val_images).tolist(),
+             "data": fingerprint([data.image_feats, data.text_hidden, data.text_mask, data.caption_image])}  # fmt: skip
+    h = fit(model, opt, batch, loss_fn, fit_cfg, scheduler=sched, evaluate=evaluate if val_images is not None else None,
+            run_dir=checkpoint_dir, resume=resume, fingerprint=ident, state={"sampler": gen},
+            stop_at=max_steps)  # fmt: skip
+    return AlignHistory(step_loss=h.loss, temperature=h.logs["temperature"], lr=h.lr,
+                        val_steps=[e["step"] for e in h.evals], val=[e["metrics"] for e in h.evals],
+                        best_step=h.best_step if h.best_step >= 0 else cfg.steps)  # fmt: skip

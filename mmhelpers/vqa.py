@@ -27,11 +27,9 @@ periodic validation by question type, atomic resumable checkpoints, and a final 
 
 from __future__ import annotations
 
-import functools
 import math
-import time
-import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,8 +37,6 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.optim.lr_scheduler import LambdaLR
-from tqdm.auto import tqdm
 
 from mmhelpers.data.sort_of_clevr import (
     BOS_ID,
@@ -53,7 +49,8 @@ from mmhelpers.data.sort_of_clevr import (
     VQASet,
     build_vqa_set,
 )
-from mmhelpers.train import _atomic_save, _cosine_factor
+from mmhelpers.engine import FitConfig, fit, warmup_cosine
+from mmhelpers.features import fingerprint
 from mmhelpers.vlm import MiniVLM, VLMConfig, grid_to_tokens
 
 __all__ = [
@@ -75,7 +72,13 @@ __all__ = [
 MODES = ("full", "question_only", "image_only")
 # 2: colour prototypes (k-means initialised) and the curriculum; 3: questions end with the named colour
 CHECKPOINT_VERSION = 3
-_RUN_ONLY = ("eval_every", "checkpoint_every", "n_scenes_test", "test_seed")  # may differ between run and resume
+_RUN_ONLY = (
+    "eval_every",
+    "checkpoint_every",
+    "n_scenes_test",
+    "test_seed",
+    "device",
+)  # may differ between run and resume
 
 
 @dataclass
@@ -116,6 +119,9 @@ class VQAConfig:
     projector: str = "linear"  # the decoder's projector of the slots ("linear" | "mlp"); adds a slot embedding
     fusion: str = "prefix"
     dropout: float = 0.0
+    # the engine: where, and in which precision (the committed results are fp32; "auto" = bf16 on AMX CPUs)
+    device: str = "auto"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -336,8 +342,9 @@ class VQAModel(nn.Module):
         """Greedy answer ids (B, Q), in eval mode (the model's mode is restored afterwards)."""
         was_training = self.training
         self.eval()
+        device = self.slotter.prototypes.device
         try:
-            return self(images, questions).logits.argmax(-1)
+            return self(images.to(device), questions.to(device)).logits.argmax(-1).cpu()
         finally:
             self.train(was_training)
 
@@ -425,25 +432,26 @@ def _optimizer(model: nn.Module, cfg: VQAConfig) -> torch.optim.AdamW:
 
 
 def _config_key(cfg: VQAConfig) -> dict[str, Any]:
-    """The config fields a resume must match."""
+    """The config fields that identify a run (a resume must match them)."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items() if k not in _RUN_ONLY}
 
 
-def _load_checkpoint(path: Path, cfg: VQAConfig) -> dict[str, Any] | None:
-    """The checkpoint at ``path`` if it exists and was written by a run of the same config; else None (warns)."""
-    if not path.exists():
-        return None
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        if ckpt.get("version") != CHECKPOINT_VERSION:
-            raise ValueError(f"checkpoint format {ckpt.get('version')!r}, expected {CHECKPOINT_VERSION}")
-        if ckpt["config"] != _config_key(cfg):
-            diff = {k: (v, ckpt["config"].get(k)) for k, v in _config_key(cfg).items() if ckpt["config"].get(k) != v}
-            raise ValueError(f"config differs (now, stored): {diff}")
-        return ckpt
-    except Exception as e:  # a truncated file fails in many ways inside torch.load
-        warnings.warn(f"{path}: cannot resume ({type(e).__name__}: {e}); starting fresh", stacklevel=3)
-        return None
+def vqa_batches(train: VQASet, cfg: VQAConfig) -> Callable[[int], dict[str, Tensor]]:
+    """``step -> batch`` for the engine: a seeded permutation of the scenes per epoch; the curriculum's questions first."""
+    curriculum = torch.tensor([i for i, t in enumerate(train.qtypes) if t in cfg.curriculum_qtypes], dtype=torch.long)
+
+    def batch(step: int) -> dict[str, Tensor]:
+        idx = _batch_indices(step, len(train), cfg.batch_scenes, cfg.seed)
+        cols = curriculum if step < cfg.curriculum_steps else slice(None)
+        return {"images": train.images[idx], "questions": train.questions[idx][:, cols],
+                "answers": train.answers[idx][:, cols]}  # fmt: skip
+
+    return batch
+
+
+def vqa_loss(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+    """The engine's loss: cross-entropy of the answer token of every question in the batch."""
+    return model(batch["images"], batch["questions"], batch["answers"]).loss
 
 
 def train_vqa(
@@ -451,65 +459,33 @@ def train_vqa(
     progress: bool = True,
     checkpoint_dir: str | Path | None = None,
     max_steps: int | None = None,
+    resume: str | Path | None = None,
 ) -> VQAResult:
-    """Train a :class:`VQAModel` for ``cfg.steps`` steps and evaluate it on the test scenes.
+    """Train a :class:`VQAModel` for ``cfg.steps`` steps through the engine and evaluate it on the test scenes.
 
-    With ``checkpoint_dir``, ``last.pt`` is written atomically every ``cfg.checkpoint_every`` steps and at the
-    end, and a run of the same config resumes from it (a finished run is just re-evaluated). The result is the
-    same as an uninterrupted run: batches are a function of the step, and there is no dropout or other
-    randomness after initialisation. ``max_steps`` stops early (the LR schedule still spans ``cfg.steps``),
-    e.g. to split a run over sessions. Bit-exact for a seed on CPU with the same thread count and PyTorch build.
+    With ``checkpoint_dir`` the run's checkpoint is written atomically every ``cfg.checkpoint_every`` steps and at
+    the end; ``resume="latest"`` continues it (a finished run is just re-evaluated), and a checkpoint of another
+    config is an error. The result is the same as an uninterrupted run: batches are a function of the step, and
+    there is no dropout or other randomness after initialisation. ``max_steps`` stops early (the LR schedule
+    still spans ``cfg.steps``), e.g. to split a run over sessions. Bit-exact for a seed on CPU with the same thread
+    count and PyTorch build.
     """
     torch.manual_seed(cfg.seed)
     model = VQAModel(cfg)
     train = build_vqa_set(cfg.n_scenes_train, cfg.seed, cfg.size)
     model.slotter.init_prototypes(train.images[: cfg.init_scenes], seed=cfg.seed)  # a checkpoint overrides it
     opt = _optimizer(model, cfg)
-    sched = LambdaLR(opt, functools.partial(_cosine_factor, warmup=cfg.warmup_steps, total=cfg.steps))
-    history, step = VQAHistory(), 0
-    path = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None
-    ckpt = _load_checkpoint(path, cfg) if path is not None else None
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        history, step = VQAHistory(**ckpt["history"]), ckpt["step"]
-
-    def save() -> None:
-        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
-        meta = {"version": CHECKPOINT_VERSION, "config": _config_key(cfg), "step": step, "history": asdict(history)}
-        _atomic_save(state | meta, path)
-
+    sched = warmup_cosine(opt, cfg.warmup_steps, cfg.steps)
     val = build_vqa_set(cfg.n_scenes_val, cfg.seed + 1, cfg.size)
-    end = cfg.steps if max_steps is None else min(cfg.steps, max_steps)
-    curriculum = torch.tensor([i for i, t in enumerate(train.qtypes) if t in cfg.curriculum_qtypes], dtype=torch.long)
-    model.train()
-    bar = tqdm(total=cfg.steps, initial=step, desc=f"VQA ({cfg.mode})", disable=not progress)
-    t0 = time.perf_counter()
-    while step < end:
-        idx = _batch_indices(step, len(train), cfg.batch_scenes, cfg.seed)
-        cols = curriculum if step < cfg.curriculum_steps else slice(None)
-        loss = model(train.images[idx], train.questions[idx][:, cols], train.answers[idx][:, cols]).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        history.lr.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-        step += 1
-        history.loss.append(loss.item())
-        bar.update(1)
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            history.eval_steps.append(step)
-            history.val.append(evaluate_vqa(model, val))
-            bar.set_postfix(loss=f"{history.loss[-1]:.3f}", nonrel=f"{history.val[-1]['non_relational']:.3f}",
-                            rel=f"{history.val[-1]['relational']:.3f}")  # fmt: skip
-        if path is not None and (step % cfg.checkpoint_every == 0 or step == end):
-            history.seconds += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            save()
-    history.seconds += time.perf_counter() - t0
-    bar.close()
+    fit_cfg = FitConfig(steps=cfg.steps, grad_clip=cfg.grad_clip, precision=cfg.precision, device=cfg.device,
+                        eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every, progress=progress,
+                        desc=f"VQA ({cfg.mode})")  # fmt: skip
+    ident = {"recipe": f"vqa-{CHECKPOINT_VERSION}", "config": _config_key(cfg), "data": fingerprint(train.images)}
+    h = fit(model, opt, vqa_batches(train, cfg), vqa_loss, fit_cfg, scheduler=sched,
+            evaluate=lambda m: evaluate_vqa(m, val), run_dir=checkpoint_dir, resume=resume, fingerprint=ident,
+            stop_at=max_steps)  # fmt: skip
+    history = VQAHistory(loss=h.loss, lr=h.lr, eval_steps=[e["step"] for e in h.evals],
+                         val=[{k: v for k, v in e.items() if k != "step"} for e in h.evals], seconds=h.seconds)  # fmt: skip
     test = evaluate_vqa(model, build_vqa_set(cfg.n_scenes_test, cfg.test_seed, cfg.size))
     return VQAResult(cfg, model.eval(), history, test, sum(p.numel() for p in model.parameters()))
 

@@ -113,13 +113,17 @@ def test_checkpoint_resume_gives_the_uninterrupted_run(tmp_path: Path) -> None:
     data = load_caption_data(cfg)
     tok = build_tokenizer(data, cfg)
 
-    def run(ckpt: Path | None, stop_at: int | None = None) -> tuple[list[float], torch.nn.Module]:
+    def run(
+        ckpt: Path | None, stop_at: int | None = None, resume: str | None = "latest"
+    ) -> tuple[list[float], torch.nn.Module]:
         model = build_model(cfg, tok.vocab_size)
-        return pretrain_lm(model, tok, data.lm_corpus, cfg, ckpt, progress=False, stop_at=stop_at), model
+        return pretrain_lm(model, tok, data.lm_corpus, cfg, ckpt, progress=False, stop_at=stop_at, resume=resume), model
 
     full_losses, full = run(None)
     part, _ = run(tmp_path, stop_at=6)  # interrupted after step 6 (checkpoint saved there)
     assert len(part) == 6
+    with pytest.raises(FileExistsError):  # resuming is explicit: a fresh run never overwrites the checkpoint
+        run(tmp_path, resume=None)
     resumed_losses, resumed = run(tmp_path)
     assert resumed_losses == full_losses
     for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):

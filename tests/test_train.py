@@ -1,4 +1,4 @@
-"""Tests for mmhelpers.train: data slicing, learning, schedules, early stopping, clipping, AMP and exact resume."""
+"""Tests for mmhelpers.train: epoch batches, learning, schedules, early stopping, clipping, precision, exact resume."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 import mmhelpers.encoders
 from mmhelpers import train as train_module
+from mmhelpers.engine import CheckpointMismatch
 from mmhelpers.metrics import accuracy
 from mmhelpers.train import (
+    EpochBatches,
     History,
     TensorDictDataset,
     TrainConfig,
@@ -24,7 +25,6 @@ from mmhelpers.train import (
     build_scheduler,
     count_parameters,
     measure_latency,
-    resolve_amp,
 )
 
 CENTERS = torch.tensor([[0.0, 3.0], [3.0, -2.0], [-3.0, -2.0]])
@@ -61,7 +61,8 @@ class MLP(nn.Module):
 
 def config(**overrides: Any) -> TrainConfig:
     """A quiet, fast config for the toy problems."""
-    base: dict[str, Any] = {"epochs": 6, "lr": 1e-2, "batch_size": 64, "progress": False, "log_every_epoch": False}
+    base: dict[str, Any] = {"epochs": 6, "lr": 1e-2, "batch_size": 64, "progress": False, "log_every_epoch": False,
+                            "precision": "fp32"}  # fmt: skip
     return TrainConfig(**{**base, **overrides})
 
 
@@ -92,25 +93,26 @@ def test_tensordict_length_mismatch_names_keys() -> None:
     assert len(ds) == 3 and torch.equal(ds[1]["x"], torch.tensor([2, 3])) and ds[2]["label"].item() == 2
 
 
-def test_batches_cover_every_index_once_and_are_seeded() -> None:
+def test_batches_cover_every_index_once_and_epochs_are_seeded() -> None:
     ds = TensorDictDataset({"i": torch.arange(10), "label": torch.arange(10) % 3})
     plain = list(batches(ds, 3))
     assert [len(b["i"]) for b in plain] == [3, 3, 3, 1] and torch.equal(
         torch.cat([b["i"] for b in plain]), ds.tensors["i"]
     )
 
-    def order(seed: int) -> torch.Tensor:
-        got = list(batches(ds, 3, shuffle=True, generator=torch.Generator().manual_seed(seed)))
+    def epoch(seed: int, e: int) -> torch.Tensor:
+        steps = EpochBatches(ds, 4, seed)
+        assert steps.per_epoch == 3
+        got = [steps(e * 3 + j) for j in range(3)]
+        assert [len(b["i"]) for b in got] == [4, 4, 2]
         assert all(torch.equal(b["label"], b["i"] % 3) for b in got)  # keys stay aligned
         return torch.cat([b["i"] for b in got])
 
-    first = order(0)
+    first = epoch(0, 0)
     assert sorted(first.tolist()) == list(range(10)) and not torch.equal(first, torch.arange(10))
-    assert torch.equal(first, order(0)) and not torch.equal(first, order(1))
-    gen = torch.Generator().manual_seed(0)  # one generator, two epochs: two different permutations
-    epochs = [torch.cat([b["i"] for b in batches(ds, 4, shuffle=True, generator=gen)]) for _ in range(2)]
-    assert all(sorted(e.tolist()) == list(range(10)) for e in epochs) and not torch.equal(*epochs)
-    assert [len(b["i"]) for b in batches(ds, 4, drop_last=True)] == [4, 4]
+    assert torch.equal(first, epoch(0, 0)) and not torch.equal(first, epoch(1, 0))
+    assert sorted(epoch(0, 1).tolist()) == list(range(10)) and not torch.equal(first, epoch(0, 1))
+    assert torch.equal(EpochBatches(ds, 4, 0)(4)["i"], epoch(0, 1)[4:8])  # any step can be rebuilt (resume)
 
 
 def test_transform_applied_to_training_batches_only_and_data_untouched() -> None:
@@ -123,9 +125,9 @@ def test_transform_applied_to_training_batches_only_and_data_untouched() -> None
 
     ds = blobs(50, seed=0, transform=shift)
     original = ds.tensors["x"].clone()
-    assert all(b["x"].min() > 50 for b in batches(ds, 16))
-    assert all(b["x"].min() < 50 for b in batches(ds, 16, augment=False))
-    assert all(b["x"].min() > 50 for b in batches(ds, 16, shuffle=True))
+    assert all(b["x"].min() > 50 for b in batches(ds, 16, augment=True))
+    assert all(b["x"].min() < 50 for b in batches(ds, 16))
+    assert all(EpochBatches(ds, 16)(s)["x"].min() > 50 for s in range(4))
     assert torch.equal(ds.tensors["x"], original)
     trainer = Trainer(MLP(), config(epochs=2, batch_size=16))
     calls.clear()
@@ -144,15 +146,19 @@ def test_fit_learns_blobs_from_chance(fitted: tuple[Trainer, History, float, Ten
     trainer, h, before, val = fitted
     assert before < 0.5  # untrained: near chance (1/3)
     assert h.val_acc[-1] > 0.95 and trainer.evaluate(val)["acc"] == pytest.approx(h.val_acc[-1])
-    assert h.epochs == 8 and len(h.val_loss) == len(h.lr) == len(h.epoch_seconds) == 8
+    assert h.epochs == 8 and len(h.val_loss) == len(h.lr) == 8
     assert h.train_loss[-1] < 0.2 * h.train_loss[0] and h.train_loss[2] < h.train_loss[0]
     assert h.val_acc[h.best_epoch] == h.best_metric == max(h.val_acc) and not h.stopped_early
-    assert h.total_seconds >= sum(h.epoch_seconds) > 0
+    assert h.total_seconds > 0
     logits, labels = trainer.predict(val)
     assert logits.shape == (300, 3) and logits.dtype == torch.float32 and logits.device.type == "cpu"
     assert torch.equal(labels, val.tensors["label"])
     assert accuracy(logits, labels) == pytest.approx(h.val_acc[-1])
-    assert trainer.model.training  # predict/evaluate put the model back in train mode
+    assert not trainer.model.training  # the engine hands the trained model back in eval mode
+    trainer.model.train()
+    trainer.predict(val)
+    trainer.evaluate(val)
+    assert trainer.model.training  # predict/evaluate restore the mode they found
 
 
 def test_onecycle_lr_rises_then_falls(fitted: tuple[Trainer, History, float, TensorDictDataset]) -> None:
@@ -249,7 +255,7 @@ def counting_loss(raise_at: int | None = None) -> tuple[Any, list[int]]:
             calls.append(1)
             if len(calls) == raise_at:
                 raise Interrupt(f"simulated crash at training step {raise_at}")
-        return nn.functional.cross_entropy(logits.float(), batch["label"])  # as the default loss (bf16 on CUDA)
+        return nn.functional.cross_entropy(logits.float(), batch["label"])
 
     return loss_fn, calls
 
@@ -260,18 +266,9 @@ def jitter(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return batch
 
 
-def resume_data(kind: str) -> tuple[Any, TensorDictDataset, int]:
-    """Training data (TensorDictDataset or shuffled DataLoader), validation set and steps per epoch."""
-    ds = blobs(200, seed=1, transform=jitter)
-    if kind == "dataloader":
-        return DataLoader(ds, batch_size=64, shuffle=True), blobs(100, seed=2), 4
-    return ds, blobs(100, seed=2), 4
-
-
-@pytest.mark.parametrize("kind", ["tensordict", "dataloader"])
-def test_resume_after_crash_matches_uninterrupted_run(tmp_path: Path, kind: str) -> None:
+def test_resume_after_crash_matches_uninterrupted_run(tmp_path: Path) -> None:
     cfg = config(epochs=4, batch_size=64)
-    train, val, steps = resume_data(kind)
+    train, val, steps = blobs(200, seed=1, transform=jitter), blobs(100, seed=2), 4
     reference = Trainer(MLP(dropout=0.2), cfg)  # dropout, augmentation and shuffling all draw random numbers
     ref_h = reference.fit(train, val)
 
@@ -280,29 +277,29 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path: Path, kind: str)
     loss_fn, calls = counting_loss(raise_at=2 * steps + 1)  # first step of epoch 3
     with pytest.raises(Interrupt):
         Trainer(MLP(dropout=0.2), cfg_ckpt, loss_fn=loss_fn).fit(train, val)
-    assert sorted(os.listdir(ckpt)) == ["best.pt", "last.pt"]
-    assert torch.load(ckpt / "last.pt", weights_only=True)["epoch"] == 2
+    assert sorted(os.listdir(ckpt)) == ["checkpoint.pt"]  # nothing half-written left behind
+    assert torch.load(ckpt / "checkpoint.pt", weights_only=True)["step"] == 2 * steps
 
+    with pytest.raises(FileExistsError, match="resume='latest'"):  # resuming is explicit
+        Trainer(MLP(dropout=0.2), cfg_ckpt).fit(train, val)
     loss_fn, calls = counting_loss()
-    resumed = Trainer(MLP(dropout=0.2, seed=123), cfg_ckpt, loss_fn=loss_fn)  # other init: weights come from last.pt
+    resume = config(epochs=4, batch_size=64, checkpoint_dir=str(ckpt), resume="latest")
+    resumed = Trainer(MLP(dropout=0.2, seed=123), resume, loss_fn=loss_fn)  # other init: weights come from the file
     h = resumed.fit(train, val)
     assert len(calls) == 2 * steps  # only epochs 3 and 4 were trained
     assert h.epochs == 4 and h.train_loss == ref_h.train_loss and h.val_acc == ref_h.val_acc
     ref_state = reference.model.state_dict()
     assert all(torch.equal(v, ref_state[k]) for k, v in resumed.model.state_dict().items())
-    assert sorted(os.listdir(ckpt)) == ["best.pt", "last.pt"]
-    best = torch.load(ckpt / "best.pt", weights_only=True)
-    assert best["epoch"] == h.best_epoch and best["metric"] == h.best_metric
 
     # a finished run resumes to its end without training again
     loss_fn, calls = counting_loss()
-    again = Trainer(MLP(dropout=0.2, seed=7), cfg_ckpt, loss_fn=loss_fn)
+    again = Trainer(MLP(dropout=0.2, seed=7), resume, loss_fn=loss_fn)
     assert again.fit(train, val).train_loss == h.train_loss and calls == []
     assert all(torch.equal(v, ref_state[k]) for k, v in again.model.state_dict().items())
 
 
 def test_resume_of_early_stopped_run_restores_best(tmp_path: Path) -> None:
-    cfg = config(epochs=30, early_stopping_patience=2, checkpoint_dir=str(tmp_path))
+    cfg = config(epochs=30, early_stopping_patience=2, checkpoint_dir=str(tmp_path), resume="latest")
     first = Trainer(MLP(), cfg)
     h = first.fit(blobs(600, seed=1), blobs(300, seed=2))
     assert h.stopped_early
@@ -311,40 +308,34 @@ def test_resume_of_early_stopped_run_restores_best(tmp_path: Path) -> None:
     assert all(torch.equal(v, first.model.state_dict()[k]) for k, v in second.model.state_dict().items())
 
 
-def test_corrupt_or_mismatched_checkpoint_warns_and_starts_fresh(tmp_path: Path) -> None:
-    cfg = config(epochs=2, checkpoint_dir=str(tmp_path))
+def test_checkpoint_of_other_data_or_config_is_an_error_and_kept(tmp_path: Path) -> None:
+    cfg = config(epochs=2, checkpoint_dir=str(tmp_path), resume="latest")
     Trainer(MLP(), cfg).fit(blobs(128, seed=1))
-    last = tmp_path / "last.pt"
-    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # truncated by a crash mid-copy
-    fresh = Trainer(MLP(), config(epochs=2)).fit(blobs(128, seed=1))
-
-    loss_fn, calls = counting_loss()
-    trainer = Trainer(MLP(), cfg, loss_fn=loss_fn)
-    with pytest.warns(UserWarning, match="starting fresh"):
-        h = trainer.fit(blobs(128, seed=1))
-    assert len(calls) == 2 * 2 and h.epochs == 2 and h.train_loss == pytest.approx(fresh.train_loss)
-    assert sorted(os.listdir(tmp_path)) == ["best.pt", "last.pt"]
-    assert torch.load(last, weights_only=True)["epoch"] == 2  # rewritten whole
-
-    with pytest.warns(UserWarning, match="config differs.*lr"):
-        h = Trainer(MLP(), config(epochs=2, lr=5e-3, checkpoint_dir=str(tmp_path))).fit(blobs(128, seed=1))
-    assert h.epochs == 2
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    with pytest.raises(CheckpointMismatch, match="data"):  # other data: never the old model, silently
+        Trainer(MLP(), cfg).fit(blobs(128, seed=3))
+    with pytest.raises(CheckpointMismatch, match="lr"):
+        Trainer(MLP(), config(epochs=2, lr=5e-3, checkpoint_dir=str(tmp_path), resume="latest")).fit(blobs(128, seed=1))
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before  # the earlier run's file is untouched
+    last = tmp_path / "checkpoint.pt"
+    last.write_bytes(before[: len(before) // 2])  # truncated by a crash mid-copy
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        Trainer(MLP(), cfg).fit(blobs(128, seed=1))
 
 
 # ---------------------------------------------------------------- precision, multitask, latency
 
 
-def test_amp_bf16_on_cpu_trains_under_autocast() -> None:
-    assert resolve_amp("auto", torch.device("cpu")) is None and resolve_amp("off", torch.device("cpu")) is None
-    with pytest.raises(ValueError, match="CUDA"):
-        resolve_amp("fp16", torch.device("cpu"))
+def test_bf16_on_cpu_trains_under_autocast() -> None:
     model = MLP()
-    trainer = Trainer(model, config(epochs=6, amp="bf16", device="cpu"))
+    trainer = Trainer(model, config(epochs=6, precision="bf16", device="cpu"))
     h = trainer.fit(blobs(600, seed=1), blobs(300, seed=2))
     assert h.val_acc[-1] > 0.9 and set(model.out_dtypes) == {torch.bfloat16}
     model.out_dtypes.clear()
-    Trainer(model, config(epochs=1, amp="off")).fit(blobs(64, seed=1))
+    Trainer(model, config(epochs=1, precision="fp32")).fit(blobs(64, seed=1))
     assert set(model.out_dtypes) == {torch.float32}
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="off")
 
 
 def test_multitask_dict_logits_with_custom_loss_and_predict() -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from mmhelpers.data.sort_of_clevr import COLORS, QTYPES, QUESTION_LEN, RGB, VQA_VOCAB, build_vqa_set
+from mmhelpers.engine import CheckpointMismatch
 from mmhelpers.generate import generate
 from mmhelpers.vqa import (
     VQAConfig,
@@ -226,21 +228,25 @@ def test_checkpoint_resume_equals_uninterrupted(tmp_path):
     )  # the resume crosses the curriculum's end
     full = train_vqa(cfg, progress=False, checkpoint_dir=tmp_path / "a")
     part = train_vqa(cfg, progress=False, checkpoint_dir=tmp_path / "b", max_steps=3)
-    assert len(part.history.loss) == 3 and torch.load(tmp_path / "b" / "last.pt")["step"] == 3
-    resumed = train_vqa(cfg, progress=False, checkpoint_dir=tmp_path / "b")
+    assert len(part.history.loss) == 3 and torch.load(tmp_path / "b" / "checkpoint.pt")["step"] == 3
+    with pytest.raises(FileExistsError, match="resume='latest'"):  # resuming is explicit
+        train_vqa(cfg, progress=False, checkpoint_dir=tmp_path / "b")
+    resumed = train_vqa(cfg, progress=False, checkpoint_dir=tmp_path / "b", resume="latest")
     for k, v in full.model.state_dict().items():
         assert torch.equal(v, resumed.model.state_dict()[k]), k
     assert resumed.history.loss == full.history.loss and resumed.history.val == full.history.val
     assert resumed.test == full.test
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a finished run is reloaded, not retrained
-        again = train_vqa(cfg, progress=False, checkpoint_dir=tmp_path / "b")
+        again = train_vqa(cfg, progress=False, checkpoint_dir=tmp_path / "b", resume="latest")
     assert again.history.loss == full.history.loss
+    other = replace(cfg, lr=cfg.lr / 2)  # another run's checkpoint is never reused silently
+    with pytest.raises(CheckpointMismatch, match="lr"):
+        train_vqa(other, progress=False, checkpoint_dir=tmp_path / "b", resume="latest")
 
 
-def test_bad_checkpoint_warns_and_starts_fresh(tmp_path):
+def test_bad_checkpoint_is_an_error_naming_the_file(tmp_path):
     cfg = VQAConfig.smoke(steps=2, eval_every=2, n_scenes_train=16, n_scenes_val=2, n_scenes_test=2)
-    (tmp_path / "last.pt").write_bytes(b"truncated")
-    with pytest.warns(UserWarning, match="cannot resume"):
-        res = train_vqa(cfg, progress=False, checkpoint_dir=tmp_path)
-    assert len(res.history.loss) == 2
+    (tmp_path / "checkpoint.pt").write_bytes(b"truncated")
+    with pytest.raises(ValueError, match="checkpoint.pt"):
+        train_vqa(cfg, progress=False, checkpoint_dir=tmp_path, resume="latest")
