@@ -146,20 +146,21 @@ def test_bad_arguments():
         generate(m, vis, prompt, 12)  # 2 prompt tokens + 11 fed back > block_size 12
 
 
+BAD_ARGUMENTS = [
+    (dict(max_new_tokens=-1), r"max_new_tokens must be an int >= 0, got -1"),
+    (dict(max_new_tokens=2.5), r"max_new_tokens must be an int >= 0, got 2\.5"),
+    (dict(temperature=-0.5), r"temperature must be a finite number >= 0 \(0 means greedy.*got -0\.5"),
+    (dict(temperature=float("nan")), r"temperature must be a finite number >= 0 .*got nan"),
+    (dict(top_p=1.5), r"top_p must be None \(no nucleus\) or in \(0, 1\], got 1\.5"),
+    (dict(top_p=0.0), r"top_p must be None .*got 0\.0"),
+    (dict(top_p=-0.1), r"top_p must be None .*got -0\.1"),
+    (dict(top_k=0), r"top_k must be None \(no limit\) or an int >= 1, got 0"),
+    (dict(top_k=-3), r"top_k must be None .*got -3"),
+]
+
+
 @pytest.mark.parametrize(
-    "kw, pattern",
-    [
-        (dict(max_new_tokens=-1), r"max_new_tokens must be an int >= 0, got -1"),
-        (dict(max_new_tokens=2.5), r"max_new_tokens must be an int >= 0, got 2\.5"),
-        (dict(temperature=-0.5), r"temperature must be a finite number >= 0 \(0 means greedy.*got -0\.5"),
-        (dict(temperature=float("nan")), r"temperature must be a finite number >= 0 .*got nan"),
-        (dict(top_p=1.5), r"top_p must be None \(no nucleus\) or in \(0, 1\], got 1\.5"),
-        (dict(top_p=0.0), r"top_p must be None .*got 0\.0"),
-        (dict(top_p=-0.1), r"top_p must be None .*got -0\.1"),
-        (dict(top_k=0), r"top_k must be None \(no limit\) or an int >= 1, got 0"),
-        (dict(top_k=-3), r"top_k must be None .*got -3"),
-    ],
-    ids=lambda x: "-".join(f"{k}={v}" for k, v in x.items()) if isinstance(x, dict) else None,
+    "kw, pattern", BAD_ARGUMENTS, ids=[",".join(f"{k}={v}" for k, v in kw.items()) for kw, _ in BAD_ARGUMENTS]
 )
 @pytest.mark.parametrize("strategy", ["sample", "greedy"])
 def test_bad_sampling_arguments_are_rejected_up_front(kw, pattern, strategy):
