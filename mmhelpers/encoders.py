@@ -226,7 +226,7 @@ class _SmallCNN(nn.Module):
         self.token_dim = widths[-1]
         self.proj = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * widths[-1], dim), nn.ReLU())
         self.head = nn.Linear(dim, n_classes) if n_classes else None
-        self.dim = dim
+        self.dim, self.in_channels, self.min_size = dim, in_channels, 2**n_blocks  # each block halves H and W
         self.to(memory_format=torch.channels_last)
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
@@ -260,9 +260,14 @@ class AudioCNN(_SmallCNN):
     def __init__(self, n_mels: int = 64, dim: int = 128, n_classes: int | None = None, channels: int = 32,
                  dropout: float = 0.1, n_blocks: int = 3):  # fmt: skip
         super().__init__(1, dim, n_classes, channels, n_blocks, dropout)
+        if n_mels < self.min_size:
+            raise ValueError(
+                f"n_mels must be at least 2**n_blocks = {self.min_size} (each block halves it), got {n_mels}"
+            )
         self.n_mels = n_mels
 
     def _input(self, spec: torch.Tensor) -> torch.Tensor:
+        _check_spectrogram(spec, self.n_mels, self.min_size)
         return spec.unsqueeze(1)  # (B, 1, n_mels, T)
 
 
@@ -274,7 +279,33 @@ class ImageCNN(_SmallCNN):
         super().__init__(in_channels, dim, n_classes, channels, n_blocks, dropout)
 
     def _input(self, images: torch.Tensor) -> torch.Tensor:
+        shape, c = tuple(images.shape), self.in_channels
+        if images.dim() != 4 or shape[1] != c:
+            hint = ""
+            if images.dim() == 4 and shape[-1] == c:
+                hint = f"; channels last? use images.permute(0, 3, 1, 2) for (B, H, W, {c}) arrays"
+            elif images.dim() == 3 and c == 1:
+                hint = "; add the channel dim with images.unsqueeze(1)"
+            raise ValueError(f"expected images (B, {c}, H, W) with {c} channel(s), got {shape}{hint}")
+        if min(shape[2:]) < self.min_size:
+            raise ValueError(f"images must be at least {self.min_size}x{self.min_size} pixels, got {shape}")
         return images
+
+
+def _check_spectrogram(spec: torch.Tensor, n_mels: int, min_frames: int = 1) -> None:
+    """ValueError unless ``spec`` is (B, n_mels, frames) with at least ``min_frames`` frames; hints at the usual mix-ups."""
+    shape = tuple(spec.shape)
+    if spec.dim() != 3 or shape[1] != n_mels:
+        hint = ""
+        if spec.dim() == 3 and shape[2] == n_mels:
+            hint = f"; transposed? the last dim is {n_mels}: pass spec.transpose(1, 2) for a (B, frames, mels) layout"
+        elif spec.dim() == 2 and shape[0] == n_mels:
+            hint = "; one clip? add the batch dim with spec.unsqueeze(0)"
+        elif spec.dim() == 4 and shape[1] == 1:
+            hint = "; drop the channel dim with spec.squeeze(1)"
+        raise ValueError(f"expected (B, {n_mels} mel bands, frames), got {shape}{hint}")
+    if shape[2] < min_frames:
+        raise ValueError(f"expected (B, {n_mels} mel bands, frames) with at least {min_frames} frames, got {shape}")
 
 
 class AudioGRU(nn.Module):
@@ -282,6 +313,7 @@ class AudioGRU(nn.Module):
 
     def __init__(self, n_mels: int = 64, hidden: int = 64, n_classes: int | None = None, num_layers: int = 1):
         super().__init__()
+        self.n_mels = n_mels
         self.norm = nn.LayerNorm(n_mels)
         self.gru = nn.GRU(n_mels, hidden, num_layers=num_layers, batch_first=True, bidirectional=True)
         self.dim = 2 * hidden
@@ -293,6 +325,7 @@ class AudioGRU(nn.Module):
         With ``lengths`` the frames are packed, so padding affects neither direction of the GRU
         (the backward pass starts at each clip's last valid frame, not at the padded end).
         """
+        _check_spectrogram(spec, self.n_mels)
         x = self.norm(spec.transpose(1, 2))  # (B, T, n_mels)
         if lengths is None:
             out, _ = self.gru(x)  # (B, T, 2H)

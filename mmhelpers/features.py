@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from mmhelpers.atomic import atomic_open
+from mmhelpers.errors import DataError
 from mmhelpers.paths import cache_root
 
 FORMAT_VERSION = 1
@@ -68,6 +69,8 @@ def load_tensor(path: Path, meta: dict[str, Any] | None = None) -> torch.Tensor 
     """Load a tensor saved by ``save_tensor``; None (with a warning) if missing, corrupt or for other metadata."""
     if not path.exists():
         return None
+    if path.is_dir():
+        raise DataError(path, "feature-cache entry is a folder, not a file: delete it and it is rebuilt")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         tensor = payload["tensor"]

@@ -10,6 +10,9 @@ order never matters) and exposes ``out_dim``. Input shapes:
 * token fusions (``CrossModalAttentionFusion``, ``TransformerFusion``): ``(B, T_m, d_m)``; a ``(B, d_m)``
   vector is taken as one token. Padding masks are not supported: every token counts.
 
+Inputs must be floating-point tensors; any float dtype is cast to that of the module's parameters
+(float64 features from NumPy just work), and integer or bool inputs are a TypeError naming the modality.
+
 :class:`MultimodalClassifier` puts encoders, a fusion module and a head together, and
 :func:`build_fusion` builds any method of :data:`FUSION_METHODS` by name.
 """
@@ -86,6 +89,8 @@ def check_inputs(
     first, batch = want[0], -1
     for m in want:
         x = inputs[m]
+        if not isinstance(x, Tensor):
+            raise TypeError(f"modality {m!r} is a {type(x).__name__}, expected a torch.Tensor (see torch.as_tensor)")
         if x.dim() == 0 or (ranks is not None and x.dim() not in ranks):
             want_rank = "at least 1" if ranks is None else " or ".join(map(str, ranks))
             raise ModalityError(f"modality {m!r} has shape {tuple(x.shape)}, expected {want_rank} dims")
@@ -108,6 +113,18 @@ def _sorted_dims(dims: Mapping[str, int], min_modalities: int = 1) -> dict[str, 
         if int(d) != d or d < 1:
             raise ValueError(f"modality {m!r}: dimension must be a positive int, got {d!r}")
     return {m: int(dims[m]) for m in sorted(dims)}
+
+
+def _cast_inputs(module: nn.Module, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Inputs cast to the dtype of the module's parameters (kept as they are if it has none); TypeError unless floating."""
+    for m in sorted(inputs):
+        if not inputs[m].is_floating_point():
+            raise TypeError(
+                f"modality {m!r} has dtype {inputs[m].dtype}, expected a floating-point tensor (features or logits; "
+                "convert with .float(), and encode labels or token ids first)"
+            )
+    dtype = next((p.dtype for p in module.parameters()), None)
+    return {m: x if dtype is None else x.to(dtype) for m, x in inputs.items()}
 
 
 def _with_one(x: Tensor) -> Tensor:
@@ -161,6 +178,7 @@ class ConcatFusion(nn.Module):
     def forward(self, inputs: dict[str, Tensor]) -> Tensor:
         """{m: (B, d_m)} -> (B, out_dim)."""
         check_inputs(inputs, self.modalities, dims=self.dims, ndim=2)
+        inputs = _cast_inputs(self, inputs)
         x = torch.cat([inputs[m] for m in self.modalities], dim=-1)  # (B, sum d_m)
         return self.proj(x)
 
@@ -183,6 +201,7 @@ class WeightedSumFusion(nn.Module):
     def forward(self, inputs: dict[str, Tensor]) -> Tensor:
         """{m: (B, d_m)} -> (B, out_dim) = sum_m w_m * W_m x_m."""
         check_inputs(inputs, self.modalities, dims=self.dims, ndim=2)
+        inputs = _cast_inputs(self, inputs)
         h = torch.stack([self.proj[m](inputs[m]) for m in self.modalities], dim=1)  # (B, M, out_dim)
         return (self.weights()[None, :, None] * h).sum(dim=1)
 
@@ -207,6 +226,7 @@ class GatedFusion(nn.Module):
     def forward(self, inputs: dict[str, Tensor]) -> Tensor:
         """{m: (B, d_m)} -> (B, out_dim)."""
         B = check_inputs(inputs, self.modalities, dims=self.dims, ndim=2)
+        inputs = _cast_inputs(self, inputs)
         h = torch.stack([torch.tanh(self.proj[m](inputs[m])) for m in self.modalities], dim=1)  # (B, M, out_dim)
         g = self.gate(torch.cat([inputs[m] for m in self.modalities], dim=-1))  # (B, out_dim) or (B, M * out_dim)
         if len(self.modalities) == 2:
@@ -232,6 +252,7 @@ class TensorFusion(nn.Module):
     def forward(self, inputs: dict[str, Tensor]) -> Tensor:
         """{m: (B, d_m)} -> (B, out_dim)."""
         check_inputs(inputs, self.modalities, dims=self.dims, ndim=2)
+        inputs = _cast_inputs(self, inputs)
         z = tensor_fusion([inputs[m] for m in self.modalities])  # (B, prod(d_m + 1))
         return self.linear(z)
 
@@ -261,6 +282,7 @@ class LowRankTensorFusion(nn.Module):
     def forward(self, inputs: dict[str, Tensor]) -> Tensor:
         """{m: (B, d_m)} -> (B, out_dim)."""
         check_inputs(inputs, self.modalities, dims=self.dims, ndim=2)
+        inputs = _cast_inputs(self, inputs)
         fused: Tensor | None = None
         for m in self.modalities:
             y = torch.einsum("bi,rio->bro", _with_one(inputs[m]), self.factors[m])  # (B, rank, out_dim)
@@ -306,6 +328,7 @@ class LateFusion(nn.Module):
     def forward(self, inputs: dict[str, Tensor]) -> Tensor:
         """{m: logits (B, C)} -> fused log-probabilities (B, C)."""
         check_inputs(inputs, self.modalities, ndim=2)
+        inputs = _cast_inputs(self, inputs)
         sizes = {m: inputs[m].shape[1] for m in self.modalities}
         n_classes = self.out_dim or sizes[self.modalities[0]]
         for m, c in sizes.items():
@@ -351,6 +374,7 @@ class CrossModalAttentionFusion(nn.Module):
     def forward(self, inputs: dict[str, Tensor]) -> Tensor:
         """{m: (B, T_m, d_m) or (B, d_m)} -> (B, 2 * d_model), [pooled first; pooled second] in sorted order."""
         check_inputs(inputs, self.modalities, dims=self.dims, ndim=(2, 3))
+        inputs = _cast_inputs(self, inputs)
         x = {m: self.proj[m](_as_tokens(inputs[m])) for m in self.modalities}  # (B, T_m, d_model)
         a, b = self.modalities
         pooled, attention = [], {}
@@ -396,6 +420,7 @@ class TransformerFusion(nn.Module):
     def forward(self, inputs: dict[str, Tensor]) -> Tensor:
         """{m: (B, T_m, d_m) or (B, d_m)} -> (B, d_model)."""
         B = check_inputs(inputs, self.modalities, dims=self.dims, ndim=(2, 3))
+        inputs = _cast_inputs(self, inputs)
         seq = [self.cls.expand(B, -1, -1)]  # (B, 1, d_model)
         for i, m in enumerate(self.modalities):
             x = self.proj[m](_as_tokens(inputs[m]))  # (B, T_m, d_model)
@@ -485,7 +510,9 @@ class MultimodalClassifier(nn.Module):
 
     def forward(self, inputs: dict[str, Tensor]) -> Tensor:
         """{m: raw input (B, ...)} -> logits (B, n_classes)."""
-        return self.head(self.fusion(self.encode(inputs)))
+        fused = self.fusion(self.encode(inputs))
+        dtype = next((p.dtype for p in self.head.parameters()), None)  # a parameter-free fusion keeps the input dtype
+        return self.head(fused if dtype is None else fused.to(dtype))
 
 
 # --------------------------------------------------------------------------- factory

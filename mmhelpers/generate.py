@@ -7,6 +7,7 @@ way; :func:`time_generation` measures what the cache saves. Sequences stop at EO
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -20,11 +21,20 @@ __all__ = ["STRATEGIES", "filter_logits", "generate", "time_generation"]
 STRATEGIES = ("greedy", "sample", "beam")
 
 
+def _check_filters(top_k: int | None, top_p: float | None) -> None:
+    """ValueError unless top_k is None or an int >= 1 and top_p is None or in (0, 1]."""
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be None (no limit) or an int >= 1, got {top_k!r}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be None (no nucleus) or in (0, 1], got {top_p!r}")
+
+
 def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None = None) -> Tensor:
     """Logits (..., V) with -inf outside the top-k and outside the nucleus (smallest set with probability >= top_p).
 
     Ties with the k-th largest logit are kept. The most likely token always survives top-p.
     """
+    _check_filters(top_k, top_p)
     out = logits.clone()
     if top_k is not None and top_k < logits.size(-1):
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]  # (..., 1)
@@ -147,9 +157,20 @@ def generate(
     ranked by summed log-probability divided by the number of generated tokens; ``num_beams=1`` is
     greedy). ``eos_id`` defaults to ``model.cfg.eos_id``; pass -1 to never stop early. The model runs
     in eval mode and is put back in its previous mode afterwards.
+
+    Arguments are checked whatever the strategy: max_new_tokens >= 0 (0 returns the prompt), a finite
+    temperature >= 0 (0: greedy), top_k None or >= 1, top_p None or in (0, 1] (1: no nucleus); else ValueError.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(
+            f"temperature must be a finite number >= 0 (0 means greedy; > 0 samples, higher is more random), "
+            f"got {temperature!r}"
+        )
+    _check_filters(top_k, top_p)
     if prompt.dim() != 2 or prompt.shape[1] == 0:
         raise ValueError(f"prompt must be (B, T0) with T0 >= 1, got {tuple(prompt.shape)}")
     if prompt.shape[1] + max_new_tokens - 1 > model.cfg.block_size:

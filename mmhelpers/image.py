@@ -6,6 +6,9 @@ until normalised. Sizes are an int (a square) or a tuple (height, width).
 
 from __future__ import annotations
 
+import io
+import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -22,6 +25,15 @@ Size = int | tuple[int, int]
 
 _MODES = {"RGB": cv2.IMREAD_COLOR, "L": cv2.IMREAD_GRAYSCALE}
 
+# Pillow's default cap (a quarter GiB of 24-bit pixels); larger images are refused before decoding.
+MAX_IMAGE_PIXELS = 89_478_485
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}  # frame headers
+_BOMB_HINT = (
+    "refusing to decode it (a corrupt file or a decompression bomb?). Raise the limit with max_pixels= "
+    "or MMHELPERS_MAX_IMAGE_PIXELS (0: no limit) if the image is genuine"
+)
+
 
 def _hw(size: Size) -> tuple[int, int]:
     """(height, width) from an int or a pair."""
@@ -31,17 +43,97 @@ def _hw(size: Size) -> tuple[int, int]:
     return int(h), int(w)
 
 
-def load_image(path: str | Path, size: Size | None = None, mode: str = "RGB") -> np.ndarray:
-    """Decode an image file to uint8 RGB (H, W, 3) or grey (H, W) for mode "L"; resize to ``size`` if given."""
+def max_image_pixels(limit: int | None = None) -> int:
+    """The pixel cap: ``limit``, else ``$MMHELPERS_MAX_IMAGE_PIXELS``, else MAX_IMAGE_PIXELS; 0 means no cap."""
+    if limit is None:
+        value = os.environ.get("MMHELPERS_MAX_IMAGE_PIXELS", "").strip()
+        try:
+            limit = int(value.replace("_", "")) if value else MAX_IMAGE_PIXELS
+        except ValueError:
+            raise ValueError(
+                f"MMHELPERS_MAX_IMAGE_PIXELS must be a whole number of pixels (0: no limit), got {value!r}"
+            ) from None
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ValueError(f"max_pixels must be an int >= 0 (0: no limit), got {limit!r}")
+    return limit
+
+
+def _header_hw(data: bytes | memoryview) -> tuple[int, int] | None:
+    """(height, width) read from a PNG IHDR or JPEG frame header, without decoding; None if not found."""
+    if data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) >= 24:
+        return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
+    if data[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 4 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            i += 2
+        elif marker in _JPEG_SOF:
+            return (int.from_bytes(data[i + 5 : i + 7], "big"), int.from_bytes(data[i + 7 : i + 9], "big"))
+        elif marker in (0xD9, 0xDA):  # end of image, start of scan: no frame header before them
+            return None
+        else:
+            i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return None
+
+
+def _check_pixels(path: Path, data: np.ndarray, limit: int) -> None:
+    """DataError unless the header's height x width is within ``limit``: PNG and JPEG parsed here, others by Pillow."""
+    buf = memoryview(data)
+    hw = _header_hw(buf)
+    if hw is None:
+        try:
+            from PIL import Image
+        except ImportError:
+            return  # unknown size: OpenCV's own limit (2**30 pixels) still applies
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the cap here is ours, not Pillow's
+            try:
+                with Image.open(io.BytesIO(buf)) as im:
+                    hw = im.height, im.width
+            except Image.DecompressionBombError as e:
+                if limit < 2 * (Image.MAX_IMAGE_PIXELS or 0):  # Pillow refuses above twice its own cap
+                    raise DataError(
+                        path, f"image has more than the limit of {limit:,} pixels ({e}); {_BOMB_HINT}"
+                    ) from e
+                return
+            except Exception:  # not an image Pillow knows: leave the verdict to OpenCV
+                return
+    h, w = hw
+    if h * w > limit:
+        raise DataError(
+            path,
+            f"image header says {w}x{h} (width x height) = {w * h:,} pixels, more than the limit of {limit:,}; "
+            f"{_BOMB_HINT}",
+        )
+
+
+def load_image(
+    path: str | Path, size: Size | None = None, mode: str = "RGB", max_pixels: int | None = None
+) -> np.ndarray:
+    """Decode an image file to uint8 RGB (H, W, 3) or grey (H, W) for mode "L"; resize to ``size`` if given.
+
+    Images whose header declares more than ``max_pixels`` pixels (default ``$MMHELPERS_MAX_IMAGE_PIXELS``
+    or MAX_IMAGE_PIXELS; 0: no limit) are refused with a DataError before any pixel is decoded.
+    """
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {sorted(_MODES)}, got {mode!r}")
+    limit = max_image_pixels(max_pixels)
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "image file not found" if not path.exists() else "not a file (expected an image)")
     data = np.fromfile(path, np.uint8)
     if data.size == 0:
         raise DataError(path, "empty file (0 bytes), not an image")
-    img = cv2.imdecode(data, _MODES[mode])
+    if limit:
+        _check_pixels(path, data, limit)
+    try:
+        img = cv2.imdecode(data, _MODES[mode])
+    except cv2.error as e:
+        raise DataError(path, f"OpenCV could not decode this image ({str(e).strip()})") from e
     if img is None:
         raise DataError(
             path, f"not a decodable image (OpenCV could not decode {data.size} bytes; corrupt or truncated?)"

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+
+from .errors import DataError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
@@ -12,10 +15,24 @@ REPO_ROOT = PACKAGE_DIR.parent
 IN_CHECKOUT = (REPO_ROOT / "pyproject.toml").is_file()
 
 
+def _folder(variable: str, default: Callable[[], Path]) -> Path:
+    """``$variable`` or ``default()``, unless that exists as a file: then a DataError saying what to change."""
+    value = os.environ.get(variable)
+    path = Path(value).expanduser() if value else default()
+    if path.exists() and not path.is_dir():
+        if value:
+            problem = f"{variable} names a file, not a folder: point {variable} to a folder (created when missing)"
+        else:
+            problem = f"the default folder for {variable} is a file: move the file away, or set {variable} to a folder"
+        raise DataError(path, problem)
+    return path
+
+
 def data_root() -> Path:
     """Cache root for data sets: ``$MMHELPERS_DATA``, else the repository's ``data/`` (or ~/.cache/mmhelpers)."""
-    default = REPO_ROOT / "data" if IN_CHECKOUT else Path.home() / ".cache" / "mmhelpers"
-    return Path(os.environ.get("MMHELPERS_DATA") or default).expanduser()
+    return _folder(
+        "MMHELPERS_DATA", lambda: REPO_ROOT / "data" if IN_CHECKOUT else Path.home() / ".cache" / "mmhelpers"
+    )
 
 
 def mirror_root() -> Path | None:
@@ -26,7 +43,7 @@ def mirror_root() -> Path | None:
 
 def cache_root() -> Path:
     """Cache root for features and checkpoints: ``$MMHELPERS_CACHE`` or ``data/cache``."""
-    return Path(os.environ.get("MMHELPERS_CACHE") or data_root() / "cache").expanduser()
+    return _folder("MMHELPERS_CACHE", lambda: data_root() / "cache")
 
 
 def results_dir() -> Path:

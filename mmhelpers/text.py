@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import importlib.resources
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -82,8 +82,42 @@ def clean_caption(text: str | bytes, source: str | Path | None = None) -> str:
     return cleaned
 
 
+def _csv_rows(lines: list[str], path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line number, row) for each line, read strictly as CSV; DataError naming the line of a malformed row.
+
+    A row must fit on its line: a quoted field that runs on into the next lines is an unterminated quote.
+    """
+    reader = csv.reader(lines, strict=True)
+    n = 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            if reader.line_num > n or str(exc) == "unexpected end of data":
+                problem = f'unterminated quote: a caption opened with " must close on the same line ({exc})'
+            elif "field limit" in str(exc):
+                problem = f"a field is longer than {csv.field_size_limit():,} characters (not a captions file?)"
+            else:
+                problem = f'malformed CSV ({exc}); quote a caption that holds commas as "...", doubling quotes inside'
+            raise DataError(f"{path} line {n}", problem) from exc
+        if reader.line_num > n:
+            raise DataError(
+                f"{path} line {n}",
+                f"quoted caption spans lines {n}-{reader.line_num} (an unterminated quote?); "
+                "a caption must be on one line",
+            )
+        yield n, row
+        n += 1
+
+
 def read_captions_csv(path: str | Path) -> list[tuple[str, str]]:
-    """Read a Flickr8k ``image,caption`` CSV into (image, caption) pairs, strictly UTF-8 with line-numbered errors."""
+    """Read a Flickr8k ``image,caption`` CSV into (image, caption) pairs, strictly UTF-8 with line-numbered errors.
+
+    One row per line, read strictly: an unterminated quote, a NUL byte, an oversized field or any other
+    malformed row is a DataError naming the file and line.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "captions file not found")
@@ -92,15 +126,20 @@ def read_captions_csv(path: str | Path) -> list[tuple[str, str]]:
         raise DataError(path, "empty captions file")
     raw_lines[0] = raw_lines[0].removeprefix(b"\xef\xbb\xbf")  # tolerate a UTF-8 BOM
     lines = [_decode_utf8(raw, f"{path} line {n}") for n, raw in enumerate(raw_lines, start=1)]
-    reader = csv.reader(lines)
-    header = [field.strip().lower() for field in next(reader)]
+    for n, line in enumerate(lines, start=1):
+        if "\x00" in line:
+            raise DataError(
+                f"{path} line {n}", f"NUL byte at column {line.index(chr(0)) + 1} (binary or corrupt file?)"
+            )
+    rows = _csv_rows(lines, path)
+    header = [field.strip().lower() for field in next(rows)[1]]
     if header != ["image", "caption"]:
         raise DataError(path, f"missing header 'image,caption' (line 1 is {lines[0][:80]!r})")
     pairs = []
-    for row in reader:
+    for n, row in rows:
         if not any(field.strip() for field in row):
             continue  # blank line
-        where = f"{path} line {reader.line_num}"
+        where = f"{path} line {n}"
         if len(row) != 2:
             raise DataError(where, f"expected 2 fields (image,caption), got {len(row)}; quote captions with commas")
         image = row[0].strip()

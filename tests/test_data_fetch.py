@@ -7,6 +7,7 @@ folder or from an HTTP server on 127.0.0.1 that records every request it gets.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import http.server
@@ -16,6 +17,7 @@ import json
 import os
 import re
 import tarfile
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -287,6 +289,84 @@ def test_missing_everywhere_offline_says_how_to_get_it(register, _isolated_data:
     message = str(exc.value)
     assert "MMHELPERS_OFFLINE" in message and "MMHELPERS_MIRROR" in message
     assert all_files(_isolated_data) == []
+
+
+@pytest.fixture
+def read_only(monkeypatch: pytest.MonkeyPatch) -> Iterator:
+    """``read_only(folder)`` makes a folder tree read-only: chmod a-w, and (root ignores modes) temporary files
+    refused inside it as the OS would (every write here goes through tempfile.mkstemp, then a rename)."""
+    frozen: list[Path] = []
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kw):
+        if dir is not None and any(Path(dir).resolve().is_relative_to(f) for f in frozen):
+            raise PermissionError(errno.EACCES, "Permission denied", str(dir))
+        return real_mkstemp(*args, dir=dir, **kw)
+
+    def freeze(folder: Path) -> Path:
+        frozen.append(folder.resolve())
+        for d in [folder, *folder.rglob("*")]:
+            if d.is_dir():
+                d.chmod(0o555)
+        return folder
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    yield freeze
+    for folder in frozen:
+        for d in [folder, *folder.rglob("*")]:
+            if d.is_dir():
+                d.chmod(0o755)
+
+
+def test_read_only_cache_without_stamp_still_loads(
+    register, read_only, hash_calls: list[Path], _isolated_data: Path
+) -> None:
+    register(make_dataset("toy", FILES))
+    folder = _isolated_data / "toy"
+    write_tree(folder, FILES)  # complete and correct, but never stamped
+    read_only(folder)
+    for _ in range(2):
+        hash_calls.clear()
+        with pytest.warns(
+            UserWarning, match=r"could not write the verification stamp .*PermissionError.*hash them again"
+        ):
+            assert fetch("toy", progress=False) == folder
+        assert len(hash_calls) == len(FILES)  # verified by hash each time, since nothing records it
+    assert not (folder / ".verified.json").exists()
+
+
+def test_read_only_cache_missing_a_file_says_to_make_it_writable(
+    register, read_only, mirror: Path, _isolated_data: Path
+) -> None:
+    register(make_dataset("toy", FILES))
+    write_tree(mirror / "toy", FILES)
+    folder = _isolated_data / "toy"
+    write_tree(folder, {"a.txt": FILES["a.txt"]})
+    read_only(folder)
+    with pytest.warns(UserWarning, match="verification stamp"), pytest.raises(DataError) as exc:
+        fetch("toy", progress=False)
+    assert exc.value.path == folder
+    assert "could not store files in the data cache (PermissionError" in str(exc.value)
+    assert "writable" in str(exc.value) and "MMHELPERS_DATA" in str(exc.value)
+
+
+def test_data_root_or_dataset_folder_that_is_a_file(
+    register, mirror: Path, _isolated_data: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    register(make_dataset("toy", FILES))
+    write_tree(mirror / "toy", FILES)
+    a_file = tmp_path / "not_a_folder"
+    a_file.write_text("oops\n")
+    monkeypatch.setenv("MMHELPERS_DATA", str(a_file))
+    with pytest.raises(DataError, match="MMHELPERS_DATA names a file, not a folder") as exc:
+        fetch("toy", progress=False)
+    assert exc.value.path == a_file
+    monkeypatch.setenv("MMHELPERS_DATA", str(_isolated_data))
+    _isolated_data.mkdir()
+    (_isolated_data / "toy").write_text("oops\n")
+    with pytest.raises(DataError, match="expected the folder of data set 'toy', found a file") as exc:
+        fetch("toy", progress=False)
+    assert exc.value.path == _isolated_data / "toy"
 
 
 # ---------------------------------------------------------------------------------------------------------------------

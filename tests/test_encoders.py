@@ -18,6 +18,7 @@ from torch import nn
 from mmhelpers.encoders import (
     AudioCNN,
     AudioGRU,
+    ImageCNN,
     TextEncoder,
     build_image_encoder,
     build_text_encoder,
@@ -262,6 +263,46 @@ def test_audio_gru_lengths_ignore_padding() -> None:
                 torch.testing.assert_close(batch[i], model(c[None])[0], atol=1e-5, rtol=0)
             # without lengths the padding does count (so the check above is not vacuous)
             assert not torch.allclose(model(padded)[1], model(clips[1][None])[0], atol=1e-3)
+
+
+@pytest.mark.parametrize("entry", ["forward", "embed", "feature_map", "tokens"])
+def test_audio_cnn_rejects_wrong_mel_count_and_layout(entry: str) -> None:
+    model = AudioCNN(n_mels=64, dim=8, channels=4).eval()
+    call = getattr(model, entry)
+    with pytest.raises(ValueError, match=r"expected \(B, 64 mel bands, frames\), got \(2, 40, 101\)$"):
+        call(torch.randn(2, 40, 101))
+    with pytest.raises(ValueError, match=r"got \(2, 101, 64\); transposed\? .*spec\.transpose\(1, 2\)"):
+        call(torch.randn(2, 101, 64))
+    with pytest.raises(ValueError, match=r"got \(64, 101\); one clip\? .*unsqueeze\(0\)"):
+        call(torch.randn(64, 101))
+    with pytest.raises(ValueError, match=r"got \(2, 1, 64, 101\); drop the channel dim"):
+        call(torch.randn(2, 1, 64, 101))
+    with pytest.raises(ValueError, match=r"at least 8 frames, got \(2, 64, 4\)"):  # 3 blocks halve it 3 times
+        call(torch.randn(2, 64, 4))
+    assert call(torch.randn(2, 64, 8)).shape[0] == 2
+    with pytest.raises(ValueError, match="n_mels must be at least 2\\*\\*n_blocks = 8"):
+        AudioCNN(n_mels=4)
+
+
+def test_audio_gru_rejects_wrong_mel_count_and_layout() -> None:
+    model = AudioGRU(n_mels=16, hidden=4).eval()
+    with pytest.raises(ValueError, match=r"expected \(B, 16 mel bands, frames\), got \(2, 12, 30\)$"):
+        model(torch.randn(2, 12, 30))
+    with pytest.raises(ValueError, match=r"got \(2, 30, 16\); transposed\?"):
+        model(torch.randn(2, 30, 16), torch.tensor([30, 20]))
+
+
+def test_image_cnn_rejects_wrong_channels_and_layout() -> None:
+    model = ImageCNN(in_channels=1, dim=8, channels=4).eval()
+    with pytest.raises(ValueError, match=r"expected images \(B, 1, H, W\) with 1 channel\(s\), got \(2, 3, 28, 28\)$"):
+        model(torch.randn(2, 3, 28, 28))
+    with pytest.raises(ValueError, match=r"got \(2, 28, 28\); add the channel dim"):
+        model.embed(torch.randn(2, 28, 28))
+    with pytest.raises(ValueError, match=r"got \(2, 28, 28, 1\); channels last\? .*permute\(0, 3, 1, 2\)"):
+        model.tokens(torch.randn(2, 28, 28, 1))
+    with pytest.raises(ValueError, match=r"at least 4x4 pixels, got \(2, 1, 3, 28\)"):
+        model.feature_map(torch.randn(2, 1, 3, 28))
+    assert ImageCNN(in_channels=3, dim=8, channels=4).eval()(torch.randn(2, 3, 4, 4)).shape == (2, 8)
 
 
 def toy_bands(n: int = 32, n_mels: int = 16, frames: int = 24, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

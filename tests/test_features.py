@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from mmhelpers import features
+from mmhelpers.errors import DataError
 from mmhelpers.features import cache_dir_for, extract_features, fingerprint, load_tensor, save_tensor
 
 W = torch.linspace(-1.0, 1.0, 12).reshape(3, 4)
@@ -201,6 +202,32 @@ def test_cache_root_defaults_to_mmhelpers_cache(tmp_path: Path, monkeypatch: pyt
     extract_features(Encoder(), [1, 2, 3], key={"model": "org/name"}, progress=False)
     (folder,) = (tmp_path / "cache" / "features").iterdir()
     assert folder.name.startswith("org_name-") and (folder / "all.pt").is_file()
+
+
+def test_cache_entry_that_is_a_folder_raises_data_error(tmp_path: Path) -> None:
+    items = list(range(8))
+    run(Encoder(), items, tmp_path / "whole", key=KEY)  # leaves all.pt
+    with pytest.raises(Interrupted):  # leaves shard-00000.pt
+        run(Encoder(fail_on_call=2), items, tmp_path / "shards", key=KEY, batch_size=4, shard_size=4)
+    for root, name in ((tmp_path / "whole", "all.pt"), (tmp_path / "shards", "shard-00000.pt")):
+        (entry,) = root.rglob(name)
+        entry.unlink()
+        entry.mkdir()
+        with pytest.raises(DataError, match="feature-cache entry is a folder, not a file: delete it") as info:
+            run(Encoder(), items, root, key=KEY, batch_size=4, shard_size=4)
+        assert info.value.path == entry and entry.is_dir()  # named, and left alone
+
+
+def test_default_cache_under_a_data_root_that_is_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a_file = tmp_path / "data.txt"
+    a_file.write_text("oops\n")
+    monkeypatch.delenv("MMHELPERS_CACHE")
+    monkeypatch.setenv("MMHELPERS_DATA", str(a_file))
+    with pytest.raises(DataError, match="MMHELPERS_DATA names a file, not a folder"):
+        extract_features(Encoder(), [1, 2, 3], key={"model": "m"}, progress=False)
+    monkeypatch.setenv("MMHELPERS_CACHE", str(a_file))
+    with pytest.raises(DataError, match="MMHELPERS_CACHE names a file, not a folder"):
+        extract_features(Encoder(), [1, 2, 3], key={"model": "m"}, progress=False)
 
 
 # ---------------------------------------------------------------- fingerprints

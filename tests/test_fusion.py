@@ -392,6 +392,53 @@ def test_transformer_max_len():
         f(inputs_for("transformer"))
 
 
+PARAMETER_FREE = ("concat", "late_mean", "late_vote")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16], ids=["float64", "float16"])
+@pytest.mark.parametrize("name", ALL)
+def test_other_float_dtypes_are_cast_to_the_parameters(name, dtype):
+    f = make(name).eval()
+    x = {m: t.to(dtype) for m, t in inputs_for(name).items()}
+    out = f(x)
+    same_values = f({m: t.float() for m, t in x.items()})
+    if name in PARAMETER_FREE:  # nothing to cast to: computed in the input dtype
+        assert out.dtype == dtype
+        tol = 1e-2 if dtype == torch.float16 else 1e-6
+        torch.testing.assert_close(out.float(), same_values, atol=tol, rtol=tol)
+    else:
+        assert out.dtype == torch.float32
+        torch.testing.assert_close(out, same_values, atol=0, rtol=0)
+    mixed = {"audio": x["audio"], "image": x["image"].float()}  # one modality float32, the other not
+    assert torch.isfinite(f(mixed)).all()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_classifier_on_float64_features(name):
+    """Precomputed float64 (NumPy) features through identity encoders, as av_recipe does, reach the head."""
+    fusion = make(name)
+    model = MultimodalClassifier({m: nn.Identity() for m in DIMS}, fusion, N_CLASSES).eval()
+    x = {m: t.double() for m, t in inputs_for(name).items()}
+    out = model(x)
+    no_parameters_at_all = name in ("late_mean", "late_vote")  # and no head: float64 all the way
+    assert out.shape == (B, N_CLASSES) and out.dtype == (torch.float64 if no_parameters_at_all else torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool])
+@pytest.mark.parametrize("name", ALL)
+def test_integer_and_bool_inputs_raise_type_error(name, dtype):
+    x = inputs_for(name)
+    x["image"] = (x["image"] > 0).to(dtype)
+    with pytest.raises(TypeError, match=rf"modality 'image' has dtype {dtype}, expected a floating-point tensor"):
+        make(name)(x)
+
+
+def test_non_tensor_input_raises_type_error():
+    x = {m: t.numpy() for m, t in inputs_for("concat").items()}
+    with pytest.raises(TypeError, match="modality 'audio' is a ndarray, expected a torch.Tensor"):
+        make("concat")(x)
+
+
 # --------------------------------------------------------------------------- classifier
 
 

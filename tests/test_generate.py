@@ -146,6 +146,46 @@ def test_bad_arguments():
         generate(m, vis, prompt, 12)  # 2 prompt tokens + 11 fed back > block_size 12
 
 
+BAD_ARGUMENTS = [
+    (dict(max_new_tokens=-1), r"max_new_tokens must be an int >= 0, got -1"),
+    (dict(max_new_tokens=2.5), r"max_new_tokens must be an int >= 0, got 2\.5"),
+    (dict(temperature=-0.5), r"temperature must be a finite number >= 0 \(0 means greedy.*got -0\.5"),
+    (dict(temperature=float("nan")), r"temperature must be a finite number >= 0 .*got nan"),
+    (dict(top_p=1.5), r"top_p must be None \(no nucleus\) or in \(0, 1\], got 1\.5"),
+    (dict(top_p=0.0), r"top_p must be None .*got 0\.0"),
+    (dict(top_p=-0.1), r"top_p must be None .*got -0\.1"),
+    (dict(top_k=0), r"top_k must be None \(no limit\) or an int >= 1, got 0"),
+    (dict(top_k=-3), r"top_k must be None .*got -3"),
+]
+
+
+@pytest.mark.parametrize(
+    "kw, pattern", BAD_ARGUMENTS, ids=[",".join(f"{k}={v}" for k, v in kw.items()) for kw, _ in BAD_ARGUMENTS]
+)
+@pytest.mark.parametrize("strategy", ["sample", "greedy"])
+def test_bad_sampling_arguments_are_rejected_up_front(kw, pattern, strategy):
+    m, (vis, prompt) = _model(), _inputs()
+    args = {"max_new_tokens": 3, "strategy": strategy, "eos_id": -1} | kw
+    with pytest.raises(ValueError, match=pattern):
+        generate(m, vis, prompt, **args)
+
+
+def test_edge_values_that_stay_allowed():
+    m, (vis, prompt) = _model(), _inputs()
+    assert torch.equal(generate(m, vis, prompt, 0), prompt)  # no new tokens: the prompt back
+    g = torch.Generator().manual_seed(0)
+    out = generate(m, vis, prompt, 3, "sample", top_p=1.0, top_k=1, eos_id=-1, generator=g)
+    assert torch.equal(out, generate(m, vis, prompt, 3, eos_id=-1))  # top_k=1 is greedy, top_p=1 no nucleus
+
+
+def test_filter_logits_rejects_bad_filters():
+    logits = torch.zeros(1, 4)
+    with pytest.raises(ValueError, match="top_k must be"):
+        filter_logits(logits, top_k=0)
+    with pytest.raises(ValueError, match="top_p must be"):
+        filter_logits(logits, top_p=0.0)
+
+
 # --------------------------------------------------------------------------- beam search by hand
 
 

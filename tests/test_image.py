@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -134,3 +136,100 @@ def test_torchvision_transforms() -> None:
     train = image.torchvision_train_transform(64)(rgb)
     evaluated = image.torchvision_eval_transform(64)(rgb)
     assert train.shape == evaluated.shape == (3, 64, 64) and evaluated.dtype == torch.float32
+
+
+# ---------------------------------------------------------------- pixel cap (decompression bombs)
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data, CRC."""
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A 70-byte PNG whose valid IHDR claims width x height RGB pixels, with a tiny IDAT."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 16)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+
+
+@pytest.fixture
+def no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if OpenCV is asked to decode (and so allocate) anything."""
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("cv2.imdecode was called: the pixels were decoded")
+
+    monkeypatch.setattr(cv2, "imdecode", refuse)
+
+
+def test_huge_png_header_is_refused_before_decoding(tmp_path: Path, no_decoding: None) -> None:
+    path = tmp_path / "bomb.png"
+    path.write_bytes(bomb_png(16000, 16000))
+    assert path.stat().st_size < 100
+    with pytest.raises(DataError, match=r"16000x16000 .* = 256,000,000 pixels, more than the limit of 89,478,485"):
+        image.load_image(path)
+    with pytest.raises(DataError) as info:
+        image.load_image(path, mode="L", size=8)
+    assert info.value.path == path and "MMHELPERS_MAX_IMAGE_PIXELS" in str(info.value)
+
+
+def test_huge_jpeg_frame_header_is_refused(tmp_path: Path, no_decoding: None) -> None:
+    ok, encoded = cv2.imencode(".jpg", np.zeros((24, 40, 3), np.uint8))
+    assert ok
+    raw = bytearray(encoded.tobytes())
+    sof = raw.index(b"\xff\xc0")  # baseline frame header: length (2), precision (1), height (2), width (2)
+    assert struct.unpack(">HH", raw[sof + 5 : sof + 9]) == (24, 40)
+    raw[sof + 5 : sof + 9] = struct.pack(">HH", 30000, 20000)
+    path = tmp_path / "bomb.jpg"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=r"20000x30000 .* = 600,000,000 pixels") as info:
+        image.load_image(path)
+    assert info.value.path == path
+
+
+@pytest.mark.parametrize("side", [10_000, 20_000], ids=["pillow-warns", "pillow-refuses"])
+def test_huge_bmp_header_is_refused_through_pillow(tmp_path: Path, no_decoding: None, side: int) -> None:
+    pytest.importorskip("PIL")
+    ok, encoded = cv2.imencode(".bmp", np.zeros((4, 4, 3), np.uint8))
+    assert ok
+    raw = bytearray(encoded.tobytes())
+    raw[18:26] = struct.pack("<ii", side, side)  # BITMAPINFOHEADER width and height
+    path = tmp_path / "bomb.bmp"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="more than the limit of 89,478,485.*MMHELPERS_MAX_IMAGE_PIXELS") as info:
+        image.load_image(path)
+    assert info.value.path == path
+
+
+def test_pixel_cap_argument_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_rgb(tmp_path / "small.png", np.zeros((37, 53, 3), np.uint8))  # 1,961 pixels
+    jpg = tmp_path / "small.jpg"
+    jpg.write_bytes(cv2.imencode(".jpg", np.zeros((37, 53, 3), np.uint8))[1].tobytes())
+    for p in (path, jpg):
+        with pytest.raises(DataError, match="53x37 .* = 1,961 pixels, more than the limit of 1,000"):
+            image.load_image(p, max_pixels=1000)
+        assert image.load_image(p, max_pixels=1961).shape == (37, 53, 3)
+    monkeypatch.setenv("MMHELPERS_MAX_IMAGE_PIXELS", "1_000")
+    with pytest.raises(DataError, match="limit of 1,000"):
+        image.load_image(path)
+    assert image.load_image(path, max_pixels=0).shape == (37, 53, 3)  # 0: no limit
+    monkeypatch.setenv("MMHELPERS_MAX_IMAGE_PIXELS", "0")
+    assert image.load_image(path).shape == (37, 53, 3)
+    monkeypatch.setenv("MMHELPERS_MAX_IMAGE_PIXELS", "lots")
+    with pytest.raises(ValueError, match="MMHELPERS_MAX_IMAGE_PIXELS must be a whole number of pixels .* got 'lots'"):
+        image.load_image(path)
+    with pytest.raises(ValueError, match="max_pixels must be an int >= 0 .* got -1"):
+        image.load_image(path, max_pixels=-1)
+
+
+def test_opencv_decode_error_becomes_data_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_rgb(tmp_path / "ok.png", np.zeros((4, 4, 3), np.uint8))
+
+    def broken(*args: object) -> None:
+        raise cv2.error("OpenCV(5.0.0) imgcodecs: insufficient memory")
+
+    monkeypatch.setattr(cv2, "imdecode", broken)
+    with pytest.raises(DataError, match="OpenCV could not decode this image .*insufficient memory") as info:
+        image.load_image(path)
+    assert info.value.path == path

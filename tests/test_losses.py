@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -46,3 +47,26 @@ def test_nt_xent_low_for_identical_views_high_for_random():
     z = torch.randn(16, 32, generator=g)
     assert nt_xent(z, z, 0.1).item() < 0.1
     assert nt_xent(z, torch.randn(16, 32, generator=g), 0.1).item() > 1.0
+
+
+@pytest.mark.parametrize("loss", [info_nce, nt_xent])
+def test_empty_batch_raises(loss):
+    with pytest.raises(ValueError, match="empty batch: .* have 0 rows"):
+        loss(torch.empty(0, 8), torch.empty(0, 8))
+
+
+@pytest.mark.parametrize("loss", [info_nce, nt_xent])
+def test_mismatched_shapes_and_bad_temperature_raise(loss):
+    with pytest.raises(ValueError, match=r"must both be \(B, D\) of the same shape, got \(3, 4\) and \(2, 4\)"):
+        loss(torch.randn(3, 4), torch.randn(2, 4))
+    with pytest.raises(ValueError, match=r"got \(3,\) and \(3,\)"):
+        loss(torch.randn(3), torch.randn(3))
+    for bad in (0.0, -0.1):
+        with pytest.raises(ValueError, match="temperature must be > 0"):
+            loss(torch.randn(3, 4), torch.randn(3, 4), bad)
+
+
+def test_batch_of_one_is_zero_loss():
+    # a single pair has no negatives: nothing to tell apart, loss 0 (defined, unlike the empty batch)
+    a, b = torch.randn(1, 4), torch.randn(1, 4)
+    assert info_nce(a, b).item() == 0.0 and nt_xent(a, b).item() == 0.0

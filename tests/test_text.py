@@ -91,6 +91,47 @@ def test_read_captions_csv_errors(tmp_path: Path) -> None:
         text.read_captions_csv(tmp_path / "missing.txt")
 
 
+def test_read_captions_csv_unterminated_quote_does_not_swallow_rows(tmp_path: Path) -> None:
+    path = tmp_path / "captions.txt"
+    path.write_bytes(b'image,caption\na.jpg,fine\nb.jpg,"A dog runs .\nc.jpg,A cat .\nd.jpg,A bird .\n')
+    with pytest.raises(DataError, match=r"captions\.txt line 3: unterminated quote"):
+        text.read_captions_csv(path)
+    # closed by the quote of a later caption: still reported where it was opened
+    path.write_bytes(b'image,caption\na.jpg,fine\nb.jpg,"A dog runs .\nc.jpg,A cat .\nd.jpg,"A cat, a hat ."\n')
+    with pytest.raises(DataError, match=r"captions\.txt line 3: unterminated quote"):
+        text.read_captions_csv(path)
+    # a quoted caption spanning lines is valid CSV but never a caption: refused, not merged
+    path.write_bytes(b'image,caption\na.jpg,"A dog\nruns ."\nc.jpg,A cat .\n')
+    with pytest.raises(DataError, match=r"captions\.txt line 2: quoted caption spans lines 2-3"):
+        text.read_captions_csv(path)
+    path.write_bytes(b'image,caption\na.jpg,"A cat" in a hat\n')  # text after the closing quote
+    with pytest.raises(DataError, match=r"captions\.txt line 2: malformed CSV \(',' expected after '\"'\)"):
+        text.read_captions_csv(path)
+
+
+def test_read_captions_csv_nul_byte(tmp_path: Path) -> None:
+    path = tmp_path / "captions.txt"
+    path.write_bytes(b"image,caption\na.jpg,fine\nb.jpg,A c\x00at .\n")
+    with pytest.raises(DataError, match=r"captions\.txt line 3: NUL byte at column 10") as info:
+        text.read_captions_csv(path)
+    assert info.value.path == Path(f"{path} line 3")
+
+
+@pytest.mark.parametrize("quoted", [False, True])
+def test_read_captions_csv_oversized_field(tmp_path: Path, quoted: bool) -> None:
+    path = tmp_path / "captions.txt"
+    field = b"x" * 200_000
+    path.write_bytes(b"image,caption\na.jpg,fine\nb.jpg," + (b'"' + field + b'"' if quoted else field) + b"\n")
+    with pytest.raises(DataError, match=r"captions\.txt line 3: a field is longer than 131,072 characters"):
+        text.read_captions_csv(path)
+
+
+def test_read_captions_csv_crlf_and_doubled_quotes(tmp_path: Path) -> None:
+    path = tmp_path / "captions.txt"
+    path.write_bytes(b'image,caption\r\na.jpg,"A ""big"" dog, running ."\r\nb.jpg,A cat .\r\n')
+    assert text.read_captions_csv(path) == [("a.jpg", 'A "big" dog, running .'), ("b.jpg", "A cat .")]
+
+
 def test_read_real_captions() -> None:
     if not CAPTIONS.is_file():
         pytest.skip("Flickr8k captions not available")

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from mmhelpers.atomic import atomic_open, write_json
+from mmhelpers.errors import DataError
 from mmhelpers.utils import Timer, get_device, set_seed, set_threads
 
 
@@ -187,3 +188,37 @@ def test_data_root_comes_from_the_package_location_not_the_cwd(tmp_path, monkeyp
     assert paths.data_root() == paths.REPO_ROOT / "data"
     monkeypatch.setenv("MMHELPERS_DATA", str(tmp_path / "elsewhere"))
     assert paths.data_root() == tmp_path / "elsewhere"
+
+
+def test_data_and_cache_roots_that_are_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mmhelpers import paths
+
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    monkeypatch.delenv("MMHELPERS_CACHE", raising=False)
+    monkeypatch.setenv("MMHELPERS_DATA", str(a_file))
+    for root in (paths.data_root, paths.cache_root):  # the cache defaults to <data>/cache
+        with pytest.raises(
+            DataError,
+            match=r"MMHELPERS_DATA names a file, not a folder: point MMHELPERS_DATA to a folder \(created when missing\)",
+        ) as info:
+            root()
+        assert info.value.path == a_file
+    monkeypatch.setenv("MMHELPERS_DATA", str(tmp_path / "missing"))  # missing is fine: created when needed
+    assert paths.data_root() == tmp_path / "missing"
+    monkeypatch.setenv("MMHELPERS_CACHE", str(a_file))
+    with pytest.raises(DataError, match="point MMHELPERS_CACHE to a folder"):
+        paths.cache_root()
+
+
+def test_default_data_folder_that_is_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mmhelpers import paths
+
+    data = tmp_path / "data"
+    data.write_text("x")
+    monkeypatch.delenv("MMHELPERS_DATA", raising=False)
+    monkeypatch.delenv("MMHELPERS_CACHE", raising=False)
+    monkeypatch.setattr(paths, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(paths, "IN_CHECKOUT", True)
+    with pytest.raises(DataError, match="the default folder for MMHELPERS_DATA is a file: move the file away"):
+        paths.cache_root()

@@ -18,6 +18,7 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -89,6 +90,8 @@ def fetch(
     """
     ds = get_dataset(name)
     folder = dataset_dir(name, root)
+    if folder.exists() and not folder.is_dir():
+        raise DataError(folder, f"expected the folder of data set {name!r}, found a file: move or delete it")
     mirror = mirror if mirror is not None else mirror_root()
     wanted = list(ds.files) if files is None else [ds.spec(p) for p in files]
     stamp = _read_stamp(folder)
@@ -124,10 +127,28 @@ def fetch(
                 for spec in still_missing:
                     if (folder / spec.path).is_file():
                         stamp[spec.path] = _stamp_entry(folder / spec.path, spec)
+    except OSError as e:  # fetch's own errors are DataErrors: this is the file system refusing a write
+        raise DataError(
+            folder,
+            f"could not store files in the data cache ({type(e).__name__}: {e}); it must be a writable folder: "
+            "fix its permissions, or set MMHELPERS_DATA to a writable folder",
+        ) from e
     finally:
         if stamp != before:
-            write_json(folder / _STAMP, stamp)
+            _write_stamp(folder, stamp)
     return folder
+
+
+def _write_stamp(folder: Path, stamp: dict[str, list[int | str]]) -> None:
+    """Record the verified files; in a read-only cache warn instead (they are then hashed again on every fetch)."""
+    try:
+        write_json(folder / _STAMP, stamp)
+    except OSError as e:
+        warnings.warn(
+            f"{folder}: could not write the verification stamp {_STAMP} ({type(e).__name__}: {e}); the files "
+            "verified, but each fetch will hash them again until the folder is writable",
+            stacklevel=3,
+        )
 
 
 def _stat_key(path: Path) -> list[int]:
