@@ -108,8 +108,8 @@ def text_hidden_states(
         return out.hidden_states[layer].half()  # (b, T, D)
 
     cached = {"model_id": encoder.model_id, "preprocess": {**encoder.preprocessing(), "padding": "longest"},
-              "data": list(texts), "key": {"what": "text_hidden", "layer": layer, "rounded": "float16"}}  # fmt: skip
-    hidden = extract_features(encode, list(range(len(ids))), **(cached if cache else {}), batch_size=batch_size,
+              "data": list(texts), "key": {"what": "text_hidden", "layer": layer, "rounded": "float16"}} if cache else {}  # fmt: skip
+    hidden = extract_features(encode, list(range(len(ids))), **cached, batch_size=batch_size,
                               progress=progress, desc=f"text hidden states (layer {layer})")  # fmt: skip
     return hidden, mask
 
