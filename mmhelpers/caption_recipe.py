@@ -217,7 +217,14 @@ def build_tokenizer(data: CaptionData, cfg: CaptionConfig) -> CaptionTokenizer:
 
 def image_features(data: CaptionData, cfg: CaptionConfig, progress: bool = True) -> Tensor:
     """Frozen EfficientNet-Lite0 grid features of every image as visual tokens (N, (size/32)^2, 1280), cached."""
-    from mmhelpers.encoders import build_image_encoder
+    from mmhelpers.encoders import (
+        LITE_MEAN,
+        LITE_STD,
+        build_image_encoder,
+        image_preprocessing,
+        pretrained_image_encoder_id,
+        resolve_precision,
+    )
     from mmhelpers.image import load_image
 
     size, encoders = cfg.image_size, []  # the encoder is built once, on the first batch (not when cached)
@@ -231,8 +238,11 @@ def image_features(data: CaptionData, cfg: CaptionConfig, progress: bool = True)
         x = torch.from_numpy(crops).permute(0, 3, 1, 2).float().div(255.0)
         return grid_to_tokens(encoder.grid((x - encoder.mean) / encoder.std))  # (b, h*w, 1280)
 
-    key = {"model": IMAGE_ENCODER, "layer": "grid", "input_size": size, "data": fingerprint(list(data.images))}
-    return extract_features(encode_batch, data.images, key=key, batch_size=32, progress=progress,
+    # The key names the packaged weights file by its hash and the precision "auto" gives on this CPU, so a
+    # cache hit needs no encoder at all; the images are hashed by content (files through the side index).
+    preprocess = image_preprocessing(size, LITE_MEAN, LITE_STD, resolve_precision("auto", "cpu"))
+    return extract_features(encode_batch, data.images, model_id=pretrained_image_encoder_id(IMAGE_ENCODER),
+                            preprocess=preprocess, key={"layer": "grid"}, batch_size=32, progress=progress,
                             desc=f"{IMAGE_ENCODER} grid features")  # fmt: skip
 
 

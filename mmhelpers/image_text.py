@@ -3,7 +3,8 @@
 ``load_image_text("real")`` is the Flickr8k 1,000-image subset (5 captions each, seeded 800/100/100
 split by image, so no caption of a test image is seen in training); ``"embedded"`` is the 16
 package-shipped sample photos with captions we wrote (a toy set, split 10/3/3). Features come from
-frozen encoders, batched and cached on disk (``mmhelpers.features.extract_features``).
+frozen encoders, batched and cached on disk (``mmhelpers.features.extract_features``), keyed by the encoder's
+weights, its preprocessing (precision included) and the content of the images or texts.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 
 from mmhelpers.contrastive import AlignData
 from mmhelpers.encoders import ImageEncoder, TextEncoder
-from mmhelpers.features import extract_features, fingerprint
+from mmhelpers.features import extract_features
 from mmhelpers.image import load_image
 
 VIEWS = ("center", "flip")  # cached views of every image: centre crop, and its mirror image
@@ -79,10 +80,10 @@ def image_grids(ds: ImageTextSet, encoder: ImageEncoder, batch_size: int = 32, p
         both = torch.stack([encoder.grid(x), encoder.grid(torch.flip(x, dims=[3]))], dim=1)
         return both.half()  # (b, 2, C, h, w): float16 halves the cache, far below the features' precision
 
-    key = {"model": encoder.name, "input_size": encoder.input_size, "views": list(VIEWS),
-           "data": fingerprint([str(n) for n in ds.names]), "what": "image_grids"}  # fmt: skip
-    return extract_features(encode, list(range(len(ds))), key=key, batch_size=batch_size,
-                            progress=progress, desc="image grids")  # fmt: skip
+    return extract_features(encode, list(range(len(ds))), model_id=encoder.model_id,
+                            preprocess=encoder.preprocessing(), data=ds.images,
+                            key={"what": "image_grids", "views": list(VIEWS), "rounded": "float16"},
+                            batch_size=batch_size, progress=progress, desc="image grids")  # fmt: skip
 
 
 def text_hidden_states(
@@ -106,8 +107,9 @@ def text_hidden_states(
         out = encoder.model(input_ids=ids[r], attention_mask=mask[r], output_hidden_states=True)
         return out.hidden_states[layer].half()  # (b, T, D)
 
-    key = {"model": encoder.name, "layer": layer, "texts": fingerprint(list(texts)), "what": "text_hidden"}
-    hidden = extract_features(encode, list(range(len(ids))), key=key if cache else None, batch_size=batch_size,
+    cached = {"model_id": encoder.model_id, "preprocess": {**encoder.preprocessing(), "padding": "longest"},
+              "data": list(texts), "key": {"what": "text_hidden", "layer": layer, "rounded": "float16"}} if cache else {}  # fmt: skip
+    hidden = extract_features(encode, list(range(len(ids))), **cached, batch_size=batch_size,
                               progress=progress, desc=f"text hidden states (layer {layer})")  # fmt: skip
     return hidden, mask
 
@@ -210,14 +212,13 @@ def load_zero_shot_sets(data: str = "embedded", n_test: int = 1000, n_train: int
 def pooled_features(
     encoder: ImageEncoder, images: Sequence[np.ndarray], batch_size: int = 64, progress: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(pooled features (N, C), ImageNet logits (N, 1000)) of in-memory images; cached by pixel fingerprint."""
+    """(pooled features (N, C), ImageNet logits (N, 1000)) of in-memory images; cached by weights, preprocessing, pixels."""
 
     def encode(items: Sequence[np.ndarray]) -> torch.Tensor:
         pooled = encoder(encoder.preprocess(items))
         return torch.cat([pooled, encoder.head(pooled)], dim=1)
 
-    key = {"model": encoder.name, "input_size": encoder.input_size, "data": fingerprint(list(images)),
-           "what": "pooled+logits"}  # fmt: skip
-    out = extract_features(encode, list(images), key=key, batch_size=batch_size, progress=progress,
+    out = extract_features(encode, list(images), model_id=encoder.model_id, preprocess=encoder.preprocessing(),
+                           key={"what": "pooled+logits"}, batch_size=batch_size, progress=progress,
                            desc="image features")  # fmt: skip
     return out[:, : encoder.dim], out[:, encoder.dim :]

@@ -16,6 +16,8 @@ import io
 import json
 import os
 import re
+import subprocess
+import sys
 import tarfile
 import tempfile
 import threading
@@ -280,6 +282,31 @@ def test_bad_mirror_file_raises_and_leaves_nothing(register, mirror: Path, _isol
     assert exc.value.path == target
     assert ("sha256" in message) if len(bad) == len(FILES["a.txt"]) else ("size is 5 bytes" in message)
     assert all_files(_isolated_data) == []  # no target, no .part, no stamp
+
+
+def test_part_files_are_pid_tagged_and_stale_ones_removed(
+    register, mirror: Path, _isolated_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A killed fetch's ``.part`` (dead writer pid) is removed before fetching; a live writer's is kept."""
+    register(make_dataset("toy", FILES))
+    write_tree(mirror / "toy", FILES)
+    sub = _isolated_data / "toy" / "sub"
+    sub.mkdir(parents=True)
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    stale = sub / f".b.bin.pid{proc.pid}.k2j4h.part"
+    live = sub / f".b.bin.pid{os.getpid()}.x9y8z.part"
+    stale.write_bytes(b"half a download")
+    live.write_bytes(b"someone else's copy in progress")
+    temps: list[str] = []
+    real_copy = fetch_mod.shutil.copyfile
+    monkeypatch.setattr(
+        fetch_mod.shutil, "copyfile", lambda src, dst: temps.append(Path(dst).name) or real_copy(src, dst)
+    )
+    fetch("toy", progress=False)
+    assert not stale.exists() and live.exists()
+    assert len(temps) == len(FILES)
+    assert all(re.fullmatch(rf"\..+\.pid{os.getpid()}\..+\.part", t) for t in temps), temps
 
 
 def test_missing_everywhere_offline_says_how_to_get_it(register, _isolated_data: Path) -> None:

