@@ -6,7 +6,8 @@
 2. EfficientNet-Lite0 at 224 px, batch 32 (model only, inputs already preprocessed): images/s in fp32
    with the default (contiguous) layout, channels-last, and channels-last under bf16 autocast; the median
    of timed runs after warm-up, as GFLOP/s (0.77 GFLOP per image) and as a fraction of the peak.
-3. Engine overhead: a separate section, to be filled in by the training-engine work (no numbers yet).
+3. Engine overhead: seconds per training step of one model through a bare PyTorch loop and through
+   ``mmhelpers.engine.fit`` (``--only-engine`` measures just this and updates the file's section).
 4. Downstream: the same EfficientNet-Lite0 features of scikit-learn's digits (embedded, real handwriting)
    in fp32 and in bf16, compared by a linear probe's accuracy and nearest-neighbour retrieval recall.
 
@@ -119,11 +120,65 @@ def encoder_throughput(batch: int, size: int, warmup: int, runs: int, peaks: dic
     return out
 
 
-def engine_overhead() -> dict[str, Any] | None:
-    """Time the training engine adds around the same work (filled in by the engine work; None until then)."""
-    # TODO(engine overhead): measure the engine's per-step overhead here (the same model and batch run
-    # bare and through the engine, same threads), and return the numbers; nothing is measured yet.
-    return None
+def engine_overhead(steps: int = 60, repeats: int = 3, batch: int = 64) -> dict[str, Any]:
+    """Seconds per training step of the same model, batches and optimizer: a bare PyTorch loop vs ``engine.fit``.
+
+    The model is the digits scenario's ImageCNN on 28 px images (a step of a few milliseconds, so any fixed
+    per-step cost of the engine shows); both loops clip gradients, step an AdamW and a schedule and read the
+    loss every step. Repeats alternate between the two, and the median per-step time of each is compared.
+    """
+    from mmhelpers.encoders import ImageCNN
+    from mmhelpers.engine import FitConfig, fit, warmup_cosine
+
+    g = torch.Generator().manual_seed(0)
+    images, labels = torch.rand(batch * 8, 1, 28, 28, generator=g), torch.randint(0, 10, (batch * 8,), generator=g)
+
+    def data(step: int) -> dict[str, torch.Tensor]:
+        i = (step % 8) * batch
+        return {"image": images[i : i + batch], "label": labels[i : i + batch]}
+
+    def loss_fn(model: torch.nn.Module, b: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(model(b["image"]), b["label"])
+
+    def setup() -> tuple[torch.nn.Module, torch.optim.Optimizer, Any]:
+        torch.manual_seed(0)
+        model = ImageCNN(in_channels=1, n_classes=10)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        return model, opt, warmup_cosine(opt, 5, steps)
+
+    def bare() -> float:
+        model, opt, sched = setup()
+        model.train()
+        t0 = time.perf_counter()
+        for step in range(steps):
+            loss = loss_fn(model, data(step))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            sched.step()
+            loss.item()
+        return (time.perf_counter() - t0) / steps
+
+    def engine() -> float:
+        model, opt, sched = setup()
+        cfg = FitConfig(steps=steps, precision="fp32", device="cpu", progress=False)
+        t0 = time.perf_counter()
+        fit(model, opt, data, loss_fn, cfg, scheduler=sched)
+        return (time.perf_counter() - t0) / steps
+
+    bare(), engine()  # warm-up (allocator, kernels, the Accelerator's first set-up)
+    times: dict[str, list[float]] = {"bare": [], "engine": []}
+    for _ in range(repeats):
+        times["bare"].append(bare())
+        times["engine"].append(engine())
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "model": "ImageCNN (digits), 28 px, batch 64, AdamW + clipping + schedule, fp32, CPU",
+        "steps": steps, "repeats": repeats, "seconds_per_step": med,
+        "all_seconds_per_step": {k: [round(x, 5) for x in v] for k, v in times.items()},
+        "overhead": med["engine"] / med["bare"] - 1.0, "target": "<= 0.05", "load_avg_1min": load_1min(),
+    }  # fmt: skip
 
 
 def downstream_delta(n_images: int, size: int, batch: int, seed: int = 0) -> dict[str, Any]:
@@ -186,8 +241,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--matmul-n", type=int, default=2048)
     p.add_argument("--probe-images", type=int, default=1000, help="digits for the fp32-vs-bf16 check (0: skip)")
     p.add_argument("--out", type=Path, default=results_dir() / "benchmark.json")
+    p.add_argument("--only-engine", action="store_true", help="measure the engine overhead only (updates --out)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.only_engine:
+        import json
+
+        result = json.loads(args.out.read_text()) if args.out.is_file() else {}
+        result["engine_overhead"] = {**engine_overhead(), "threads": args.threads,
+                                     "command": "python scripts/benchmark.py --only-engine --threads "
+                                     f"{args.threads}"}  # fmt: skip
+        write_json(args.out, result)
+        print(result["engine_overhead"])
+        return result
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     load_start = load_1min()
     peaks = {name: matmul_peak(dtype, args.matmul_n, args.warmup, args.runs)
