@@ -241,6 +241,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--matmul-n", type=int, default=2048)
     p.add_argument("--probe-images", type=int, default=1000, help="digits for the fp32-vs-bf16 check (0: skip)")
     p.add_argument("--out", type=Path, default=results_dir() / "benchmark.json")
+    p.add_argument("--engine-steps", type=int, default=60, help="training steps per engine-overhead timing")
+    p.add_argument("--engine-repeats", type=int, default=3)
     p.add_argument("--only-engine", action="store_true", help="measure the engine overhead only (updates --out)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -248,7 +250,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         import json
 
         result = json.loads(args.out.read_text()) if args.out.is_file() else {}
-        result["engine_overhead"] = {**engine_overhead(), "threads": args.threads,
+        result["engine_overhead"] = {**engine_overhead(args.engine_steps, args.engine_repeats), "threads": args.threads,
                                      "command": "python scripts/benchmark.py --only-engine --threads "
                                      f"{args.threads}"}  # fmt: skip
         write_json(args.out, result)
@@ -279,7 +281,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "statistic": "median",
             "variants": speed,
         },  # fmt: skip
-        "engine_overhead": engine_overhead(),
+        "engine_overhead": engine_overhead(args.engine_steps, args.engine_repeats),
         "bf16_vs_fp32_downstream": downstream_delta(args.probe_images, args.size, args.batch)
         if args.probe_images
         else None,
