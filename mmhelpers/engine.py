@@ -299,7 +299,8 @@ def fit(
     ``run_dir`` that holds another checkpoint), ``"latest"`` continues the checkpoint in ``run_dir`` if there is
     one (a finished run is just loaded), a path continues that file. ``fingerprint``: what identifies the run
     (config, data hashes); a resumed checkpoint must carry the same. ``state``: stateful data sources
-    (``torch.Generator`` objects, or anything with ``state_dict``/``load_state_dict``) saved with the run. ``stop_at`` stops after that step with a checkpoint, as an interruption would.
+    (``torch.Generator`` objects, or anything with ``state_dict``/``load_state_dict``) saved with the run.
+    ``stop_at`` stops after that step with a checkpoint, as an interruption would.
     """
     acc = accelerator(cfg.device)
     run_dir = Path(run_dir) if run_dir is not None else None
