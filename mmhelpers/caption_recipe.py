@@ -223,9 +223,9 @@ def image_features(data: CaptionData, cfg: CaptionConfig, progress: bool = True)
         build_image_encoder,
         image_preprocessing,
         pretrained_image_encoder_id,
-        resolve_precision,
     )
     from mmhelpers.image import load_image
+    from mmhelpers.precision import resolve_precision
 
     size, encoders = cfg.image_size, []  # the encoder is built once, on the first batch (not when cached)
 

@@ -8,8 +8,7 @@ fp32 and bf16 features never mix.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -23,48 +22,12 @@ from tqdm.auto import tqdm
 from mmhelpers.errors import ModelUnavailableError
 from mmhelpers.features import file_sha256, fingerprint, model_id_of
 from mmhelpers.image import IMAGENET_MEAN, IMAGENET_STD, resize_shorter_then_center_crop
+from mmhelpers.precision import PRECISIONS, autocast, resolve_precision
 from mmhelpers.text import packaged_minilm_path
 
 DEFAULT_TEXT_ENCODER = "minilm"
 DEFAULT_IMAGE_ENCODER = "efficientnet_lite0"
 LITE_MEAN = LITE_STD = (0.5, 0.5, 0.5)  # EfficientNet-Lite was trained on inputs in [-1, 1] (TF-Lite convention)
-PRECISIONS = ("auto", "bf16", "fp32")
-
-
-# ---------------------------------------------------------------- precision
-
-
-def bf16_is_fast(device: str | torch.device = "cpu") -> bool:
-    """Whether bf16 matrix maths is native on ``device``: CUDA with bf16, or a CPU with AVX512-BF16 or AMX."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
-        return False
-    native = any(
-        getattr(torch.cpu, f, lambda: False)() for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    )
-    return native and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
-    """``"auto"`` -> ``"bf16"`` where bf16 is fast on ``device`` (see ``bf16_is_fast``), else ``"fp32"``."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "auto":
-        return "bf16" if bf16_is_fast(device) else "fp32"
-    return precision
-
-
-@contextlib.contextmanager
-def autocast_for(precision: str, device: str | torch.device) -> Iterator[None]:
-    """bf16 autocast on ``device`` for ``precision="bf16"`` (or ``"auto"`` where fast); nothing for fp32."""
-    device = torch.device(device)
-    if resolve_precision(precision, device) == "bf16":
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            yield
-    else:
-        yield
 
 
 # ---------------------------------------------------------------- text
@@ -177,7 +140,8 @@ class ImageEncoder(nn.Module):
         self.name, self.features, self.head, self.dim, self.input_size = name, features, head, dim, input_size
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
-        resolve_precision(precision)  # validates the name
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.precision, self.channels_last = precision, channels_last
         if channels_last:
             self.to(memory_format=torch.channels_last)
@@ -206,7 +170,7 @@ class ImageEncoder(nn.Module):
         """Normalised images (B, 3, S, S) -> float32 feature grid (B, C, h, w), e.g. (B, 1280, 7, 7) at 224 px."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast_for(self.precision, x.device):
+        with autocast(self.precision, x.device):
             out = self.features(x)
         return out.float().contiguous()
 

@@ -40,11 +40,11 @@ from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
 from mmhelpers.atomic import atomic_open, clean_stale_temps
+from mmhelpers.precision import PRECISIONS, autocast, resolve_precision
 
 Batch = dict[str, Any]
 LossFn = Callable[[nn.Module, Batch], "torch.Tensor | tuple[torch.Tensor, Mapping[str, Any]]"]
 
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 CHECKPOINT = "checkpoint.pt"
 FORMAT = 1  # checkpoint layout version
 
@@ -138,24 +138,6 @@ def _available(kind: str) -> bool:
     return kind == "mps" and mps is not None and mps.is_available()
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for ``precision`` on ``device`` (None = fp32)."""
-    if precision == "fp32":
-        return None
-    if precision == "fp16":
-        if device.type != "cuda":
-            raise ValueError("precision='fp16' needs CUDA (it uses a GradScaler); use 'bf16' or 'fp32' elsewhere")
-        return torch.float16
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu":  # bf16 is fast only with AVX512-BF16 or AMX; emulated elsewhere, so off there
-        fast = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-        return torch.bfloat16 if fast else None
-    return None
-
-
 def shard(batch: Batch, index: int, count: int) -> Batch:
     """This process's contiguous slice of a global batch (tensors and lists split on their first dimension)."""
     if count == 1:
@@ -170,10 +152,6 @@ def shard(batch: Batch, index: int, count: int) -> Batch:
         else:
             out[k] = v
     return out
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
-    return torch.autocast(device.type, dtype) if dtype is not None else contextlib.nullcontext()
 
 
 def _to(batch: Batch, device: torch.device) -> Batch:
@@ -320,8 +298,8 @@ def fit(
                               "or load it, or give another run_dir (a run never overwrites another's)")  # fmt: skip
 
     model = model.to(acc.device)
-    dtype = resolve_precision(cfg.precision, acc.device)
-    scaler = torch.amp.GradScaler(acc.device.type) if dtype == torch.float16 else None
+    precision = resolve_precision(cfg.precision, acc.device)
+    scaler = torch.amp.GradScaler(acc.device.type) if precision == "fp16" else None
     hist, best_state = History(), None
     if source is not None:
         ckpt = load_checkpoint(source, fingerprint)
@@ -352,7 +330,7 @@ def fit(
     def validate() -> bool:
         """Evaluate, record, track the best weights; True if patience ran out."""
         nonlocal best_state
-        with eval_mode(model), _autocast(acc.device, dtype):
+        with eval_mode(model), autocast(precision, acc.device):
             metrics = dict(evaluate(model))
         hist.evals.append({"step": hist.step, **metrics})
         if cfg.monitor is None:
@@ -378,7 +356,7 @@ def fit(
         for i, piece in enumerate(pieces):
             # gradients are averaged over the processes once per optimizer step, after the last micro-batch
             with acc.no_sync(wrapped) if i < len(pieces) - 1 else contextlib.nullcontext():
-                with _autocast(acc.device, dtype):
+                with autocast(precision, acc.device):
                     out = loss_fn(wrapped, _to(piece, acc.device))
                 loss, step_logs = out if isinstance(out, tuple) else (out, {})
                 loss = loss.float() / cfg.grad_accum

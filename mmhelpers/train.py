@@ -12,7 +12,6 @@ devices, processes, precision and checkpoints are the engine's.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -27,8 +26,9 @@ from torch.utils.data import Dataset
 from transformers import get_constant_schedule
 
 from mmhelpers.encoders import count_parameters
-from mmhelpers.engine import PRECISIONS, FitConfig, accelerator, eval_mode, fit, resolve_precision, warmup_cosine
+from mmhelpers.engine import FitConfig, accelerator, eval_mode, fit, warmup_cosine
 from mmhelpers.features import fingerprint
+from mmhelpers.precision import PRECISIONS, autocast
 from mmhelpers.utils import set_seed
 
 Batch = dict[str, Any]
@@ -315,8 +315,7 @@ class Trainer:
             yield {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
     def _autocast(self) -> Any:
-        dtype = resolve_precision(self.config.precision, self.device)
-        return torch.autocast(self.device.type, dtype) if dtype is not None else contextlib.nullcontext()
+        return autocast(self.config.precision, self.device)
 
     def _cross_entropy(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Default loss: cross-entropy on ``batch[label_key]`` with the configured label smoothing."""

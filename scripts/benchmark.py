@@ -30,8 +30,9 @@ import numpy as np
 import torch
 
 from mmhelpers.atomic import write_json
-from mmhelpers.encoders import ImageEncoder, bf16_is_fast, build_image_encoder, resolve_precision
+from mmhelpers.encoders import ImageEncoder, build_image_encoder
 from mmhelpers.paths import results_dir
+from mmhelpers.precision import bf16_is_fast, resolve_precision
 
 GFLOP_PER_IMAGE = 0.77  # EfficientNet-Lite0 at 224 px (torch.utils.flop_counter counts 0.768)
 VARIANTS = {  # name -> (precision, channels_last)

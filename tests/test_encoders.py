@@ -20,15 +20,14 @@ from mmhelpers.encoders import (
     AudioGRU,
     ImageCNN,
     TextEncoder,
-    bf16_is_fast,
     build_image_encoder,
     build_text_encoder,
     count_parameters,
     pretrained_image_encoder_id,
-    resolve_precision,
 )
 from mmhelpers.errors import ModelUnavailableError
 from mmhelpers.image import resize
+from mmhelpers.precision import bf16_is_fast, resolve_precision
 
 DOG = "A dog runs on the grass."
 PUPPY = "A puppy is running across a lawn."
@@ -204,8 +203,10 @@ def test_precision_switch() -> None:
     assert resolve_precision("fp32") == "fp32" and resolve_precision("bf16") == "bf16"
     assert resolve_precision("auto", "cpu") == ("bf16" if bf16_is_fast("cpu") else "fp32")
     assert resolve_precision("auto", "meta") == "fp32"
+    with pytest.raises(ValueError, match="CUDA"):
+        resolve_precision("fp16")  # fp16 only on CUDA
     with pytest.raises(ValueError, match="precision"):
-        resolve_precision("fp16")
+        resolve_precision("int8")
     with pytest.raises(ValueError, match="precision"):
         build_image_encoder(pretrained=False, precision="int8")
 

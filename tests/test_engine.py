@@ -22,9 +22,9 @@ from mmhelpers.engine import (
     accelerator,
     fit,
     load_checkpoint,
-    resolve_precision,
     shard,
 )
+from mmhelpers.precision import resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -176,7 +176,7 @@ def test_bf16_precision_trains_under_autocast() -> None:
         FitConfig(steps=3, precision="bf16", device="cpu", progress=False))  # fmt: skip
     assert seen == [torch.bfloat16] * 3
     assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay fp32
-    assert resolve_precision("fp32", torch.device("cpu")) is None
+    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
     with pytest.raises(ValueError, match="CUDA"):
         resolve_precision("fp16", torch.device("cpu"))
 
