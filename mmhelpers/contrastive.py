@@ -3,7 +3,7 @@
 LiT (Zhai et al. 2022) keeps a pretrained image tower locked and trains the text side to match it;
 here both towers are pretrained (EfficientNet-Lite0 and MiniLM), the image tower stays locked, and
 what is trained is a projection head on each side, the temperature, and optionally the top layers
-of the text tower. The frozen parts run once and are cached (``mmhelpers.image_text``), so training
+of the text tower. The frozen parts run once and are cached (``mmhelpers.scenarios.image_text.data``), so training
 only ever touches small tensors.
 """
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 
 from mmhelpers.atomic import write_json
-from mmhelpers.av_recipe import AVConfig, encode, train_image_encoder
-from mmhelpers.data.av_digits import load_av_digits
 from mmhelpers.engine import accelerator
 from mmhelpers.metrics import accuracy
+from mmhelpers.scenarios.av_digits.data import load_av_digits
+from mmhelpers.scenarios.av_digits.recipe import AVConfig, encode, train_image_encoder
 
 
 def main() -> None:

@@ -30,8 +30,8 @@ def _where(model: torch.nn.Module) -> str:
 
 
 def check_av(device: str, precision: str) -> dict[str, Any]:
-    from mmhelpers.av_recipe import AVConfig, run_protocol
-    from mmhelpers.data.av_digits import load_av_digits
+    from mmhelpers.scenarios.av_digits.data import load_av_digits
+    from mmhelpers.scenarios.av_digits.recipe import AVConfig, run_protocol
 
     av = load_av_digits("embedded", seed=0)
     cfg = replace(AVConfig(device=device, precision=precision).smoke(), methods=("concat", "gated", "transformer"))
@@ -41,7 +41,7 @@ def check_av(device: str, precision: str) -> dict[str, Any]:
 
 def check_alignment(device: str, precision: str) -> dict[str, Any]:
     from mmhelpers.contrastive import AlignConfig, build_dual_encoder, evaluate_retrieval, train_alignment
-    from mmhelpers.image_text import load_scenario
+    from mmhelpers.scenarios.image_text.data import load_scenario
 
     sc = load_scenario("embedded", seed=0, unfreeze_text_layers=1)
     cfg = replace(AlignConfig().smoke(), batch_size=len(sc.ds.split["train"]), eval_every=10)
@@ -52,7 +52,7 @@ def check_alignment(device: str, precision: str) -> dict[str, Any]:
 
 
 def check_captioning(device: str, precision: str) -> dict[str, Any]:
-    from mmhelpers.caption_recipe import CaptionConfig, run_captioning
+    from mmhelpers.scenarios.mini_vlm.captioning import CaptionConfig, run_captioning
 
     with tempfile.TemporaryDirectory() as d:
         cfg = replace(CaptionConfig(device=device, precision=precision).smoke())
@@ -62,7 +62,7 @@ def check_captioning(device: str, precision: str) -> dict[str, Any]:
 
 
 def check_vqa(device: str, precision: str) -> dict[str, Any]:
-    from mmhelpers.vqa import VQAConfig, train_vqa
+    from mmhelpers.scenarios.mini_vlm.vqa import VQAConfig, train_vqa
 
     res = train_vqa(VQAConfig.smoke(device=device, precision=precision), progress=False)
     return {"test": res.test, "devices": _where(res.model)}

@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from mmhelpers.augment import random_affine, time_shift
-from mmhelpers.av_recipe import AVConfig, feature_kind, summarise
-from mmhelpers.data.av_digits import (
+from mmhelpers.scenarios.av_digits.data import (
     centre_window,
     degrade_audio,
     degrade_images,
@@ -17,6 +16,7 @@ from mmhelpers.data.av_digits import (
     protocol_folds,
     split_for_fusion,
 )
+from mmhelpers.scenarios.av_digits.recipe import AVConfig, feature_kind, summarise
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import torch
 
 import mmhelpers.encoders
 from mmhelpers.caption_metrics import caption_scores
-from mmhelpers.caption_recipe import (
+from mmhelpers.scenarios.mini_vlm.captioning import (
     CaptionConfig,
     CaptionResult,
     build_model,

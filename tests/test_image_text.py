@@ -1,4 +1,4 @@
-"""Tests for mmhelpers.image_text's cached features: keyed by the encoder's weights, its preprocessing and
+"""Tests for mmhelpers.scenarios.image_text.data's cached features: keyed by the encoder's weights, its preprocessing and
 the images' or texts' contents (not file names), on a few embedded photos."""
 
 from __future__ import annotations
@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from mmhelpers.encoders import build_image_encoder, build_text_encoder
-from mmhelpers.image_text import ImageTextSet, image_grids, load_image_text, pooled_features, text_hidden_states
+from mmhelpers.scenarios.image_text.data import (
+    ImageTextSet,
+    image_grids,
+    load_image_text,
+    pooled_features,
+    text_hidden_states,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,4 +1,4 @@
-"""Checks of mmhelpers.vqa: shapes, loss on the answer only, one CNN pass per scene, generation, metrics, training."""
+"""Checks of mmhelpers.scenarios.mini_vlm.vqa: shapes, loss on the answer only, one CNN pass per scene, generation, metrics, training."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from mmhelpers.data.sort_of_clevr import COLORS, QTYPES, QUESTION_LEN, RGB, VQA_VOCAB, build_vqa_set
 from mmhelpers.engine import CheckpointMismatch
 from mmhelpers.generate import generate
-from mmhelpers.vqa import (
+from mmhelpers.scenarios.mini_vlm.vqa import (
     VQAConfig,
     VQAModel,
     accuracy_by_type,

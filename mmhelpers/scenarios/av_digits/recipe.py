@@ -1,6 +1,6 @@
 """The audio-visual digits recipe: unimodal encoders, then every fusion method on their frozen outputs.
 
-Per fold of a protocol (see ``mmhelpers.data.av_digits``):
+Per fold of a protocol (see ``mmhelpers.scenarios.av_digits.data``):
 
 1. the training clips are split into an *encoder* part (80%) and a *fusion* part (20%), and so is the
    image training pool;
@@ -31,7 +31,12 @@ import torch
 from torch import nn
 
 from mmhelpers.augment import augment_spectrogram, random_affine
-from mmhelpers.data.av_digits import (
+from mmhelpers.encoders import AudioCNN, ImageCNN, count_parameters
+from mmhelpers.features import fingerprint
+from mmhelpers.fusion import FUSION_METHODS, MultimodalClassifier, build_fusion
+from mmhelpers.metrics import accuracy, macro_f1
+from mmhelpers.paths import cache_root
+from mmhelpers.scenarios.av_digits.data import (
     AVDigits,
     Fold,
     audio_features,
@@ -41,11 +46,6 @@ from mmhelpers.data.av_digits import (
     protocol_folds,
     split_for_fusion,
 )
-from mmhelpers.encoders import AudioCNN, ImageCNN, count_parameters
-from mmhelpers.features import fingerprint
-from mmhelpers.fusion import FUSION_METHODS, MultimodalClassifier, build_fusion
-from mmhelpers.metrics import accuracy, macro_f1
-from mmhelpers.paths import cache_root
 from mmhelpers.train import History, TensorDictDataset, TrainConfig, Trainer
 
 MODALITIES = ("audio", "image")
