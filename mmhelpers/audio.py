@@ -117,6 +117,16 @@ def pad_or_trim(wave: torch.Tensor, n_samples: int) -> torch.Tensor:
     return torch.nn.functional.pad(wave, (0, n_samples - length))
 
 
+def centre_window(wave: torch.Tensor, n_samples: int) -> torch.Tensor:
+    """Centre a clip in a window of ``n_samples``: pad both sides with zeros, or crop the middle."""
+    length = wave.shape[-1]
+    if length >= n_samples:
+        start = (length - n_samples) // 2
+        return wave[..., start : start + n_samples]
+    left = (n_samples - length) // 2
+    return torch.nn.functional.pad(wave, (left, n_samples - length - left))
+
+
 def pad_batch(waves: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack waves of different lengths into a zero-padded (B, ..., T_max) batch and their lengths (B,)."""
     if len(waves) == 0:

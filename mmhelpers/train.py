@@ -43,6 +43,8 @@ _RUN_ONLY = ("device", "checkpoint_dir", "resume", "progress", "log_every_epoch"
 __all__ = [
     "EpochBatches",
     "History",
+    "OnKey",
+    "OnModalities",
     "TensorDictDataset",
     "TrainConfig",
     "Trainer",
@@ -197,6 +199,28 @@ def _batch_len(batch: Batch, key: str | None = None) -> int:
     if key is not None and isinstance(batch.get(key), torch.Tensor):
         return len(batch[key])
     return next(len(v) for v in batch.values() if isinstance(v, torch.Tensor))
+
+
+class OnKey(nn.Module):
+    """Adapter for the Trainer: ``model(batch)`` -> ``inner(batch[key])`` (a unimodal model on its input)."""
+
+    def __init__(self, inner: nn.Module, key: str):
+        super().__init__()
+        self.inner, self.key = inner, key
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.inner(batch[self.key])
+
+
+class OnModalities(nn.Module):
+    """Adapter for the Trainer: ``model(batch)`` -> ``inner({m: batch[m] for m in modalities})`` (a fusion model)."""
+
+    def __init__(self, inner: nn.Module, modalities: Iterable[str]):
+        super().__init__()
+        self.inner, self.modalities = inner, tuple(modalities)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.inner({m: batch[m] for m in self.modalities})
 
 
 # ---------------------------------------------------------------- trainer

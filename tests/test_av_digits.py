@@ -6,17 +6,17 @@ import numpy as np
 import pytest
 import torch
 
+from mmhelpers import audio as au
 from mmhelpers.augment import random_affine, time_shift
 from mmhelpers.scenarios.av_digits.data import (
-    centre_window,
     degrade_audio,
     degrade_images,
     load_av_digits,
     pair_images,
     protocol_folds,
-    split_for_fusion,
 )
 from mmhelpers.scenarios.av_digits.recipe import AVConfig, feature_kind, summarise
+from mmhelpers.splits import stratified_holdout
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_protocols_are_disjoint_and_cover_the_clips(av):
 
 def test_split_for_fusion_is_stratified_and_disjoint(av):
     (official,) = protocol_folds(av, "official")
-    enc, fus = split_for_fusion(official.train, av.labels, 0.2, seed=0)
+    enc, fus = stratified_holdout(official.train, av.labels, 0.2, seed=0)
     assert set(enc).isdisjoint(fus) and sorted([*enc, *fus]) == sorted(official.train)
     counts = np.bincount(av.labels[fus].numpy(), minlength=10)
     assert counts.min() == counts.max() == 16  # 80 training clips per digit, 20% each
@@ -68,8 +68,8 @@ def test_split_for_fusion_is_stratified_and_disjoint(av):
 
 def test_centre_window_pads_symmetrically_and_crops_the_middle():
     x = torch.arange(1, 5, dtype=torch.float32)
-    assert centre_window(x, 8).tolist() == [0, 0, 1, 2, 3, 4, 0, 0]
-    assert centre_window(torch.arange(10.0), 4).tolist() == [3, 4, 5, 6]
+    assert au.centre_window(x, 8).tolist() == [0, 0, 1, 2, 3, 4, 0, 0]
+    assert au.centre_window(torch.arange(10.0), 4).tolist() == [3, 4, 5, 6]
 
 
 def test_degradations_hurt_but_keep_shapes(av):

@@ -22,11 +22,13 @@ import numpy as np
 import torch
 
 from mmhelpers import audio as au
+from mmhelpers.splits import stratified_holdout
 
 AUDIO_SR = 8000
 AUDIO_SECONDS = 0.8  # clips are centred in a 0.8 s window; the 2.5% that are longer are centre-cropped
 N_MELS = 40
-N_FFT, HOP = 200, 80  # 25 ms windows, 10 ms hop at 8 kHz -> 81 frames
+WINDOW_MS, HOP_MS = 25, 10  # at any sample rate; 200 / 80 samples at 8 kHz -> 81 frames in 0.8 s
+N_FFT, HOP = AUDIO_SR * WINDOW_MS // 1000, AUDIO_SR * HOP_MS // 1000  # at AUDIO_SR
 
 
 @dataclass
@@ -51,36 +53,22 @@ class AVDigits:
         return sorted(set(self.speakers.tolist()))
 
 
-def centre_window(wave: torch.Tensor, n_samples: int) -> torch.Tensor:
-    """Centre a clip in a window of ``n_samples``: pad both sides with zeros, or crop the middle."""
-    length = wave.shape[-1]
-    if length >= n_samples:
-        start = (length - n_samples) // 2
-        return wave[..., start : start + n_samples]
-    left = (n_samples - length) // 2
-    return torch.nn.functional.pad(wave, (left, n_samples - length - left))
-
-
 def audio_features(waves: torch.Tensor, sr: int = AUDIO_SR) -> torch.Tensor:
-    """(N, samples) -> (N, N_MELS, frames): log-mel, then per-clip mean/variance normalisation (CMVN).
+    """(N, samples) at ``sr`` Hz -> (N, N_MELS, frames): log-mel with 25 ms windows and a 10 ms hop at any
+    sample rate, then per-clip mean/variance normalisation (CMVN).
 
     CMVN removes each recording's loudness and overall level, which differ more between speakers
     and microphones than between digits.
     """
-    mel = au.log_mel_spectrogram(waves, sr, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS)
+    n_fft, hop = round(sr * WINDOW_MS / 1000), round(sr * HOP_MS / 1000)
+    mel = au.log_mel_spectrogram(waves, sr, n_fft=n_fft, hop_length=hop, n_mels=N_MELS)
     return au.cmvn(mel)
 
 
-def _split_pool(labels: np.ndarray, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
-    """Stratified split of image indices into a training pool and a test pool."""
-    rng = np.random.default_rng(seed)
-    train, test = [], []
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        n_test = int(round(len(idx) * test_fraction))
-        test.append(idx[:n_test])
-        train.append(idx[n_test:])
-    return {"train": np.sort(np.concatenate(train)), "test": np.sort(np.concatenate(test))}
+def _image_pools(labels: np.ndarray, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
+    """Stratified split of the image indices into a training pool and a test pool."""
+    train, test = stratified_holdout(np.arange(len(labels)), labels, test_fraction, seed)
+    return {"train": train, "test": test}
 
 
 def load_av_digits(data: str = "real", seed: int = 0, test_image_fraction: float = 0.2) -> AVDigits:
@@ -100,7 +88,7 @@ def load_av_digits(data: str = "real", seed: int = 0, test_image_fraction: float
     if speech.sr != AUDIO_SR:
         raise ValueError(f"{speech.source}: expected {AUDIO_SR} Hz audio, got {speech.sr} Hz")
     n = int(AUDIO_SECONDS * AUDIO_SR)
-    waves = torch.stack([centre_window(w, n) for w in speech.waves])
+    waves = torch.stack([au.centre_window(w, n) for w in speech.waves])
     images = torch.from_numpy(digits.images).float().div(255.0).unsqueeze(1)
     return AVDigits(
         waves=waves,
@@ -110,7 +98,7 @@ def load_av_digits(data: str = "real", seed: int = 0, test_image_fraction: float
         indices=np.asarray(speech.indices),
         images=images,
         image_labels=torch.from_numpy(digits.labels).long(),
-        image_pools=_split_pool(digits.labels, test_image_fraction, seed),
+        image_pools=_image_pools(digits.labels, test_image_fraction, seed),
         source=f"audio: {speech.source}; images: {digits.source}",
     )
 
@@ -148,25 +136,6 @@ def protocol_folds(av: AVDigits, protocol: str) -> list[Fold]:
     if protocol == "speaker":
         return [Fold(s, np.flatnonzero(av.speakers != s), np.flatnonzero(av.speakers == s)) for s in av.speaker_names]
     raise ValueError(f"unknown protocol {protocol!r}; choose official, speaker or hard")
-
-
-def split_for_fusion(
-    train: np.ndarray, labels: torch.Tensor, fraction: float = 0.2, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Split training clips into (encoder part, fusion part), stratified by digit.
-
-    Fusion heads are trained on encoder outputs of clips the encoders never saw, so they learn how
-    reliable each modality really is instead of trusting features that fit the training set perfectly.
-    """
-    rng = np.random.default_rng(seed)
-    enc, fus = [], []
-    y = labels[train].numpy()
-    for c in np.unique(y):
-        idx = rng.permutation(train[y == c])
-        k = int(round(len(idx) * fraction))
-        fus.append(idx[:k])
-        enc.append(idx[k:])
-    return np.sort(np.concatenate(enc)), np.sort(np.concatenate(fus))
 
 
 def degrade_images(

@@ -44,9 +44,9 @@ from mmhelpers.scenarios.av_digits.data import (
     degrade_images,
     pair_images,
     protocol_folds,
-    split_for_fusion,
 )
-from mmhelpers.train import History, TensorDictDataset, TrainConfig, Trainer
+from mmhelpers.splits import stratified_holdout
+from mmhelpers.train import History, OnKey, OnModalities, TensorDictDataset, TrainConfig, Trainer
 
 MODALITIES = ("audio", "image")
 TOKEN_METHODS = ("cross_attention", "transformer")
@@ -86,28 +86,6 @@ class AVConfig:
     def smoke(self) -> AVConfig:
         """Tiny epochs for tests and quick looks (the numbers are then far from the targets)."""
         return replace(self, audio_epochs=3, image_epochs=2, fusion_epochs=4)
-
-
-class OnKey(nn.Module):
-    """Adapter for the Trainer: ``model(batch)`` -> ``inner(batch[key])``."""
-
-    def __init__(self, inner: nn.Module, key: str):
-        super().__init__()
-        self.inner, self.key = inner, key
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.inner(batch[self.key])
-
-
-class OnModalities(nn.Module):
-    """Adapter for the Trainer: ``model(batch)`` -> ``inner({m: batch[m] for m in modalities})``."""
-
-    def __init__(self, inner: nn.Module, modalities: tuple[str, ...] = MODALITIES):
-        super().__init__()
-        self.inner, self.modalities = inner, modalities
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.inner({m: batch[m] for m in self.modalities})
 
 
 def _key_hash(obj: Any) -> str:
@@ -237,7 +215,7 @@ def train_fusion_head(method: str, audio_feats: dict[str, torch.Tensor], labels:
         return {**batch, "image": image_feats[kind][idx]}
 
     data = TensorDictDataset({"audio": audio_feats[kind], "label": labels}, transform=pair)
-    history = Trainer(OnModalities(model), _train_config(cfg, cfg.fusion_epochs, ckpt, progress)).fit(data)
+    history = Trainer(OnModalities(model, MODALITIES), _train_config(cfg, cfg.fusion_epochs, ckpt, progress)).fit(data)
     return model.eval(), history
 
 
@@ -277,8 +255,8 @@ def run_fold(av: AVDigits, fold: Fold, cond: Condition, cfg: AVConfig, image_mod
              progress: bool = True, cache: Path | None = None) -> FoldResult:  # fmt: skip
     """Train the encoders (or load them from their checkpoints) and every fusion head for one fold; score the test set."""
     root = checkpoint_root(av, cond, cfg, cache)
-    enc_clips, fus_clips = split_for_fusion(fold.train, av.labels, cfg.fusion_fraction, cfg.seed)
-    img_enc, img_fus = split_for_fusion(av.image_pools["train"], av.image_labels, cfg.fusion_fraction, cfg.seed)
+    enc_clips, fus_clips = stratified_holdout(fold.train, av.labels, cfg.fusion_fraction, cfg.seed)
+    img_enc, img_fus = stratified_holdout(av.image_pools["train"], av.image_labels, cfg.fusion_fraction, cfg.seed)
     if image_model is None:
         image_model = train_image_encoder(cond.images[img_enc], av.image_labels[img_enc], cfg, root / "image", progress)
     image_cnn, image_hist = image_model
@@ -320,7 +298,7 @@ def run_protocol(av: AVDigits, protocol: str, cfg: AVConfig, progress: bool = Tr
     """Every fold of a protocol (or only those named in ``folds``); the image encoder is shared by the folds."""
     cond = condition(av, protocol, cfg)
     root = checkpoint_root(av, cond, cfg)
-    img_enc, _ = split_for_fusion(av.image_pools["train"], av.image_labels, cfg.fusion_fraction, cfg.seed)
+    img_enc, _ = stratified_holdout(av.image_pools["train"], av.image_labels, cfg.fusion_fraction, cfg.seed)
     image_model = train_image_encoder(cond.images[img_enc], av.image_labels[img_enc], cfg, root / "image", progress)
     chosen = [f for f in protocol_folds(av, protocol) if folds is None or f.name in folds]
     return [run_fold(av, f, cond, cfg, image_model, progress) for f in chosen]
