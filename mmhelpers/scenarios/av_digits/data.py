@@ -35,18 +35,24 @@ N_FFT, HOP = AUDIO_SR * WINDOW_MS // 1000, AUDIO_SR * HOP_MS // 1000  # at AUDIO
 class AVDigits:
     """Spoken-digit clips, a pool of digit images, and everything needed to pair and split them."""
 
-    waves: torch.Tensor  # (N, samples) float32, each clip centred in the window
+    waves: torch.Tensor  # (N, samples) float32 at ``sr`` Hz, each clip centred in the window
     audio: torch.Tensor  # (N, N_MELS, frames) log-mel, normalised per clip (CMVN)
-    labels: torch.Tensor  # (N,) digit of each clip
+    labels: torch.Tensor  # (N,) class id of each clip (an index into ``classes``)
     speakers: np.ndarray  # (N,) speaker name of each clip
-    indices: np.ndarray  # (N,) recording index (0-49 in FSDD)
-    images: torch.Tensor  # (M, 1, 28, 28) float in [0, 1]
-    image_labels: torch.Tensor  # (M,)
+    test_mask: np.ndarray  # (N,) bool: the clips of the official test split
+    images: torch.Tensor  # (M, C, H, W) float in [0, 1]
+    image_labels: torch.Tensor  # (M,) class id of each image
     image_pools: dict[str, np.ndarray] = field(default_factory=dict)  # "train" / "test" -> image indices
     source: str = ""
+    sr: int = AUDIO_SR
+    classes: list[str] = field(default_factory=lambda: [str(d) for d in range(10)])  # class names, by id
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
 
     @property
     def speaker_names(self) -> list[str]:
@@ -95,7 +101,7 @@ def load_av_digits(data: str = "real", seed: int = 0, test_image_fraction: float
         audio=audio_features(waves),
         labels=torch.from_numpy(speech.digits).long(),
         speakers=np.asarray(speech.speakers),
-        indices=np.asarray(speech.indices),
+        test_mask=np.asarray(speech.indices) < 5,  # FSDD's own split: recordings 0-4 of each are test
         images=images,
         image_labels=torch.from_numpy(digits.labels).long(),
         image_pools=_image_pools(digits.labels, test_image_fraction, seed),
@@ -106,14 +112,14 @@ def load_av_digits(data: str = "real", seed: int = 0, test_image_fraction: float
 def pair_images(
     labels: torch.Tensor, image_labels: torch.Tensor, pool: np.ndarray, generator: torch.Generator
 ) -> torch.Tensor:
-    """For each label, the index of a random image of the same digit from ``pool`` (with replacement)."""
+    """For each label, the index of a random image of the same class from ``pool`` (with replacement)."""
     pool_t = torch.as_tensor(pool)
     out = torch.empty(len(labels), dtype=torch.long)
     for c in labels.unique().tolist():
         where = (labels == c).nonzero().squeeze(1)
         candidates = pool_t[image_labels[pool_t] == c]
         if len(candidates) == 0:
-            raise ValueError(f"the image pool has no image of digit {c}")
+            raise ValueError(f"the image pool has no image of class {c}")
         pick = torch.randint(len(candidates), (len(where),), generator=generator)
         out[where] = candidates[pick]
     return out
@@ -131,8 +137,7 @@ class Fold:
 def protocol_folds(av: AVDigits, protocol: str) -> list[Fold]:
     """The folds of a protocol: ``official`` and ``hard`` (one fold) or ``speaker`` (one per speaker)."""
     if protocol in ("official", "hard"):
-        test = av.indices < 5
-        return [Fold(protocol, np.flatnonzero(~test), np.flatnonzero(test))]
+        return [Fold(protocol, np.flatnonzero(~av.test_mask), np.flatnonzero(av.test_mask))]
     if protocol == "speaker":
         return [Fold(s, np.flatnonzero(av.speakers != s), np.flatnonzero(av.speakers == s)) for s in av.speaker_names]
     raise ValueError(f"unknown protocol {protocol!r}; choose official, speaker or hard")

@@ -134,18 +134,23 @@ def condition(av: AVDigits, protocol: str, cfg: AVConfig) -> Condition:
     images = degrade_images(
         av.images, av.images[av.image_pools["train"]], cfg.hard_components, cfg.hard_image_noise, cfg.seed
     )
-    audio = audio_features(degrade_audio(av.waves, cfg.hard_snr_db, cfg.seed))
+    audio = audio_features(degrade_audio(av.waves, cfg.hard_snr_db, cfg.seed), av.sr)
     return Condition(f"hard-pca{cfg.hard_components}-n{cfg.hard_image_noise}-snr{cfg.hard_snr_db}", audio, images)
 
 
 # ---------------------------------------------------------------- unimodal encoders
 
 
+def _n_classes(labels: torch.Tensor, n_classes: int | None) -> int:
+    """``n_classes``, or the number the labels imply (largest id + 1)."""
+    return n_classes if n_classes is not None else int(labels.max()) + 1
+
+
 def train_audio_encoder(audio: torch.Tensor, labels: torch.Tensor, cfg: AVConfig, ckpt: Path | None = None,
-                        progress: bool = True) -> tuple[AudioCNN, History]:  # fmt: skip
+                        progress: bool = True, n_classes: int | None = None) -> tuple[AudioCNN, History]:  # fmt: skip
     """Train an AudioCNN classifier on log-mel clips with time shifts and SpecAugment."""
     torch.manual_seed(cfg.seed)
-    model = AudioCNN(n_mels=audio.shape[1], dim=cfg.embed_dim, n_classes=10, channels=cfg.audio_channels,
+    model = AudioCNN(n_mels=audio.shape[1], dim=cfg.embed_dim, n_classes=_n_classes(labels, n_classes), channels=cfg.audio_channels,
                      n_blocks=cfg.audio_blocks, dropout=0.3)  # fmt: skip
     data = TensorDictDataset({"audio": audio, "label": labels},
                              transform=lambda b: {**b, "audio": augment_spectrogram(b["audio"])})  # fmt: skip
@@ -154,10 +159,10 @@ def train_audio_encoder(audio: torch.Tensor, labels: torch.Tensor, cfg: AVConfig
 
 
 def train_image_encoder(images: torch.Tensor, labels: torch.Tensor, cfg: AVConfig, ckpt: Path | None = None,
-                        progress: bool = True) -> tuple[ImageCNN, History]:  # fmt: skip
-    """Train an ImageCNN classifier on digit images with small random affine warps."""
+                        progress: bool = True, n_classes: int | None = None) -> tuple[ImageCNN, History]:  # fmt: skip
+    """Train an ImageCNN classifier on (B, C, H, W) images with small random affine warps."""
     torch.manual_seed(cfg.seed)
-    model = ImageCNN(in_channels=1, dim=cfg.embed_dim, n_classes=10, channels=cfg.image_channels,
+    model = ImageCNN(in_channels=images.shape[1], dim=cfg.embed_dim, n_classes=_n_classes(labels, n_classes), channels=cfg.image_channels,
                      n_blocks=cfg.image_blocks, dropout=0.3)  # fmt: skip
     data = TensorDictDataset({"image": images, "label": labels},
                              transform=lambda b: {**b, "image": random_affine(b["image"])})  # fmt: skip
@@ -167,7 +172,7 @@ def train_image_encoder(images: torch.Tensor, labels: torch.Tensor, cfg: AVConfi
 
 @torch.inference_mode()
 def encode(model: AudioCNN | ImageCNN, x: torch.Tensor, batch_size: int = 256) -> dict[str, torch.Tensor]:
-    """Frozen-encoder outputs for every input: tokens (N, T, C), pooled (N, dim) and logits (N, 10)."""
+    """Frozen-encoder outputs for every input: tokens (N, T, C), pooled (N, dim) and logits (N, classes)."""
     model.eval()
     device = next(model.parameters()).device
     out: dict[str, list[torch.Tensor]] = {"tokens": [], "pooled": [], "logits": []}
@@ -193,8 +198,9 @@ def build_fusion_model(method: str, audio_feats: dict[str, torch.Tensor], image_
     """A MultimodalClassifier whose 'encoders' are identities over cached encoder outputs."""
     kind = feature_kind(method)
     dims = {"audio": audio_feats[kind].shape[-1], "image": image_feats[kind].shape[-1]}
-    fusion = build_fusion(method, dims, n_classes=10, d_model=cfg.d_model)
-    return MultimodalClassifier({m: nn.Identity() for m in MODALITIES}, fusion, n_classes=10, dropout=0.1,
+    n_classes = audio_feats["logits"].shape[-1]
+    fusion = build_fusion(method, dims, n_classes=n_classes, d_model=cfg.d_model)
+    return MultimodalClassifier({m: nn.Identity() for m in MODALITIES}, fusion, n_classes=n_classes, dropout=0.1,
                                 modality_dropout=cfg.modality_dropout)  # fmt: skip
 
 
@@ -258,10 +264,11 @@ def run_fold(av: AVDigits, fold: Fold, cond: Condition, cfg: AVConfig, image_mod
     enc_clips, fus_clips = stratified_holdout(fold.train, av.labels, cfg.fusion_fraction, cfg.seed)
     img_enc, img_fus = stratified_holdout(av.image_pools["train"], av.image_labels, cfg.fusion_fraction, cfg.seed)
     if image_model is None:
-        image_model = train_image_encoder(cond.images[img_enc], av.image_labels[img_enc], cfg, root / "image", progress)
+        image_model = train_image_encoder(cond.images[img_enc], av.image_labels[img_enc], cfg, root / "image", progress,
+                                          av.n_classes)  # fmt: skip
     image_cnn, image_hist = image_model
     audio_cnn, audio_hist = train_audio_encoder(cond.audio[enc_clips], av.labels[enc_clips], cfg,
-                                                root / f"audio-{fold.name}", progress)  # fmt: skip
+                                                root / f"audio-{fold.name}", progress, av.n_classes)  # fmt: skip
     a_fus, a_test = encode(audio_cnn, cond.audio[fus_clips]), encode(audio_cnn, cond.audio[fold.test])
     i_fus = encode(image_cnn, cond.images[img_fus])
     test_imgs = pair_images(av.labels[fold.test], av.image_labels, av.image_pools["test"],
@@ -299,7 +306,8 @@ def run_protocol(av: AVDigits, protocol: str, cfg: AVConfig, progress: bool = Tr
     cond = condition(av, protocol, cfg)
     root = checkpoint_root(av, cond, cfg)
     img_enc, _ = stratified_holdout(av.image_pools["train"], av.image_labels, cfg.fusion_fraction, cfg.seed)
-    image_model = train_image_encoder(cond.images[img_enc], av.image_labels[img_enc], cfg, root / "image", progress)
+    image_model = train_image_encoder(cond.images[img_enc], av.image_labels[img_enc], cfg, root / "image", progress,
+                                      av.n_classes)  # fmt: skip
     chosen = [f for f in protocol_folds(av, protocol) if folds is None or f.name in folds]
     return [run_fold(av, f, cond, cfg, image_model, progress) for f in chosen]
 
@@ -322,13 +330,13 @@ def summarise(results: list[FoldResult]) -> dict[str, Any]:
 
 
 class MultiTaskAudio(nn.Module):
-    """One AudioCNN trunk, two heads: the digit and the speaker; ``model(batch)`` returns both logits."""
+    """One AudioCNN trunk, two heads: the digit (the class) and the speaker; ``model(batch)`` returns both logits."""
 
-    def __init__(self, n_speakers: int, cfg: AVConfig, n_mels: int):
+    def __init__(self, n_speakers: int, cfg: AVConfig, n_mels: int, n_classes: int = 10):
         super().__init__()
         self.trunk = AudioCNN(n_mels=n_mels, dim=cfg.embed_dim, n_classes=None, channels=cfg.audio_channels,
                               n_blocks=cfg.audio_blocks, dropout=0.3)  # fmt: skip
-        self.digit = nn.Linear(cfg.embed_dim, 10)
+        self.digit = nn.Linear(cfg.embed_dim, n_classes)
         self.speaker = nn.Linear(cfg.embed_dim, n_speakers)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -338,10 +346,10 @@ class MultiTaskAudio(nn.Module):
 
 def train_multitask_audio(audio: torch.Tensor, digits: torch.Tensor, speakers: torch.Tensor, n_speakers: int,
                           cfg: AVConfig, speaker_weight: float = 0.5, ckpt: Path | None = None,
-                          progress: bool = True) -> tuple[MultiTaskAudio, History]:  # fmt: skip
+                          progress: bool = True, n_classes: int | None = None) -> tuple[MultiTaskAudio, History]:  # fmt: skip
     """Train digit and speaker recognition together: loss = CE(digit) + speaker_weight * CE(speaker)."""
     torch.manual_seed(cfg.seed)
-    model = MultiTaskAudio(n_speakers, cfg, audio.shape[1])
+    model = MultiTaskAudio(n_speakers, cfg, audio.shape[1], _n_classes(digits, n_classes))
     ls = cfg.label_smoothing
 
     def loss_fn(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -398,10 +406,11 @@ def pretrain_audio_contrastive(audio: torch.Tensor, cfg: AVConfig, epochs: int, 
 
 
 def fine_tune_audio(audio: torch.Tensor, labels: torch.Tensor, cfg: AVConfig, init: AudioCNN | None = None,
-                    epochs: int | None = None, progress: bool = True) -> tuple[AudioCNN, History]:  # fmt: skip
+                    epochs: int | None = None, progress: bool = True,
+                    n_classes: int | None = None) -> tuple[AudioCNN, History]:  # fmt: skip
     """Train a digit classifier, from scratch or starting from a pre-trained trunk ``init``."""
     torch.manual_seed(cfg.seed)
-    model = AudioCNN(n_mels=audio.shape[1], dim=cfg.embed_dim, n_classes=10, channels=cfg.audio_channels,
+    model = AudioCNN(n_mels=audio.shape[1], dim=cfg.embed_dim, n_classes=_n_classes(labels, n_classes), channels=cfg.audio_channels,
                      n_blocks=cfg.audio_blocks, dropout=0.3)  # fmt: skip
     if init is not None:
         state = {k: v for k, v in init.state_dict().items() if not k.startswith("head.")}
