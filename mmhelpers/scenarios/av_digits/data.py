@@ -17,11 +17,13 @@ Protocols (``protocol_folds``):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from mmhelpers import audio as au
+from mmhelpers.errors import DataError
 from mmhelpers.splits import stratified_holdout
 
 AUDIO_SR = 8000
@@ -77,11 +79,15 @@ def _image_pools(labels: np.ndarray, test_fraction: float, seed: int) -> dict[st
     return {"train": train, "test": test}
 
 
-def load_av_digits(data: str = "real", seed: int = 0, test_image_fraction: float = 0.2) -> AVDigits:
-    """FSDD + MNIST (``data="real"``, from the registry and mirror) or generated clips + scikit-learn digits
-    (``data="embedded"``, no download)."""
+def load_av_digits(data: str | Path = "real", seed: int = 0, test_image_fraction: float = 0.2) -> AVDigits:
+    """FSDD + MNIST (``data="real"``, from the registry and mirror), generated clips + scikit-learn digits
+    (``data="embedded"``, no download), or your own folder (a path: see ``load_av_folder``)."""
     from mmhelpers.data import load_digit_images, load_fsdd, load_mnist, load_synthetic_spoken_digits
 
+    if str(data) not in ("real", "embedded"):
+        if not Path(data).expanduser().is_dir():
+            raise ValueError(f"data must be 'real', 'embedded' or a folder; {str(data)!r} is not a folder")
+        return load_av_folder(Path(data).expanduser(), seed=seed, test_image_fraction=test_image_fraction)
     if data == "real":
         speech, digits = load_fsdd(progress=False), load_mnist()
     elif data == "embedded":
@@ -107,6 +113,56 @@ def load_av_digits(data: str = "real", seed: int = 0, test_image_fraction: float
         image_pools=_image_pools(digits.labels, test_image_fraction, seed),
         source=f"audio: {speech.source}; images: {digits.source}",
     )
+
+
+def load_av_folder(folder: str | Path, seed: int = 0, test_image_fraction: float = 0.2, test_fraction: float = 0.2,
+                   sr: int = 16000, seconds: float = 1.0, image_size: int = 28, image_channels: int = 1,
+                   label_column: str = "label", speaker_column: str = "speaker",
+                   split_column: str = "split") -> AVDigits:  # fmt: skip
+    """Your own audio-visual classes: ``folder/audio/`` and ``folder/images/``, paired by class name.
+
+    Each subfolder is an audiofolder / imagefolder (a ``metadata.csv`` with ``file_name`` and ``label``
+    columns) or has one subfolder per class, as torchvision's ImageFolder. Both must hold the same classes,
+    any number of them. Audio at any sample rate is resampled to ``sr`` and centred in a ``seconds`` window
+    (log-mel windows stay 25 ms / 10 ms); images of any size and channel count become ``image_channels`` x
+    ``image_size`` x ``image_size``. Optional audio metadata columns: ``speaker`` (enables the
+    leave-one-speaker-out protocol) and ``split`` ("train"/"test": the official split; without it a seeded,
+    class-stratified ``test_fraction`` of the clips is the test set).
+    """
+    from mmhelpers.data.folders import load_clips, load_images, read_folder
+
+    folder = Path(folder)
+    sounds = read_folder(folder / "audio", label_column=label_column, kind="audio")
+    pictures = read_folder(folder / "images", label_column=label_column, kind="image")
+    audio_names, image_names = sorted(set(sounds.column(label_column))), sorted(set(pictures.column(label_column)))
+    if audio_names != image_names:
+        only_audio, only_images = (
+            sorted(set(audio_names) - set(image_names)),
+            sorted(set(image_names) - set(audio_names)),
+        )
+        raise DataError(folder, f"audio/ and images/ must hold the same classes; only in audio/: {only_audio}, "
+                                f"only in images/: {only_images}")  # fmt: skip
+    labels, classes = sounds.labels(label_column)
+    image_labels, _ = pictures.labels(label_column)  # same names, hence the same ids
+    speakers = np.asarray(sounds.column(speaker_column) if speaker_column in sounds.columns else ["all"] * len(sounds))
+    if split_column in sounds.columns:
+        split = np.asarray(sounds.column(split_column))
+        bad = sorted(set(split) - {"train", "test"})
+        if bad:
+            raise DataError(sounds.source, f"column {split_column!r} may hold only 'train' or 'test', found {bad}")
+        test_mask = split == "test"
+    else:
+        test_mask = np.zeros(len(sounds), dtype=bool)
+        test_mask[stratified_holdout(np.arange(len(sounds)), labels, test_fraction, seed)[1]] = True
+    waves = load_clips(sounds.paths(), sr, seconds)
+    images = load_images(pictures.paths(), image_size, image_channels)
+    return AVDigits(
+        waves=waves, audio=audio_features(waves, sr), labels=labels, speakers=speakers, test_mask=test_mask,
+        images=images, image_labels=image_labels,
+        image_pools=_image_pools(image_labels.numpy(), test_image_fraction, seed),
+        source=f"your folder {folder}: {len(sounds)} clips and {len(pictures)} images of {len(classes)} classes",
+        sr=sr, classes=classes,
+    )  # fmt: skip
 
 
 def pair_images(
