@@ -8,6 +8,7 @@ import torch
 
 from mmhelpers import audio as au
 from mmhelpers.augment import random_affine, time_shift
+from mmhelpers.errors import DataError
 from mmhelpers.scenarios.av_digits.data import (
     degrade_audio,
     degrade_images,
@@ -110,3 +111,41 @@ def test_feature_kinds_and_summary():
                    R("b", {"audio": 0.6, "image": 0.9, "concat": 0.93, "gated": 0.91})])  # fmt: skip
     assert s["best_method"] == "concat" and abs(s["best_fusion"] - 0.94) < 1e-9
     assert s["worst_speaker_audio"] == 0.6 and set(s["per_speaker"]) == {"a", "b"}
+
+
+# ---------------------------------------------------------------- your own folder (written as a user would)
+
+
+@pytest.mark.parametrize(("n_classes", "sr", "metadata"), [(8, 16000, True), (12, 44100, False)])
+def test_own_folder_any_classes_and_sample_rate_learns(tmp_path, n_classes: int, sr: int, metadata: bool) -> None:
+    from userdata import class_names, write_av_folder
+
+    from mmhelpers.scenarios.av_digits.recipe import run_protocol
+
+    folder = write_av_folder(tmp_path / "mine", n_classes, sr, metadata=metadata, images_per_class=30)
+    av = load_av_digits(str(folder))
+    assert av.classes == sorted(class_names(n_classes)) and av.n_classes == n_classes
+    assert av.sr == 16000 and av.waves.shape[1] == 16000  # resampled, centred in 1 s
+    assert av.audio.shape[1:] == (40, 101)  # 10 ms hop at 16 kHz, whatever the files' rate
+    assert av.images.shape[1:] == (1, 28, 28) and 0 <= av.images.min() and av.images.max() <= 1
+    assert sorted(set(av.speakers)) == (["voice0", "voice1", "voice2"] if metadata else ["all"])
+    assert av.test_mask.sum() == n_classes * round(0.2 * len(av) / n_classes)  # no split column: 20% of each class
+    cfg = AVConfig(audio_epochs=8, image_epochs=12, fusion_epochs=20, methods=("concat", "late_mean"), device="cpu")
+    (result,) = run_protocol(av, "official", cfg, progress=False)
+    chance = 1 / n_classes
+    assert result.logits["audio"].shape[1] == n_classes
+    assert result.accuracy["audio"] > 0.6 and result.accuracy["image"] > 0.6, result.accuracy  # chance 1/8 or 1/12
+    assert max(result.accuracy[m] for m in cfg.methods) > 0.8 > 5 * chance
+
+
+def test_own_folder_errors_name_the_problem(tmp_path) -> None:
+    import shutil
+
+    from userdata import write_av_folder
+
+    folder = write_av_folder(tmp_path / "mine", 8, 16000, clips_per_class_speaker=1, images_per_class=2)
+    shutil.rmtree(folder / "images" / "cls3")
+    with pytest.raises(DataError, match=r"same classes.*only in audio/: \['cls3'\]"):
+        load_av_digits(folder)
+    with pytest.raises(ValueError, match="not a folder"):
+        load_av_digits(tmp_path / "nothing")

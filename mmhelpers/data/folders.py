@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mmhelpers.audio import load_audio
+from mmhelpers.audio import centre_window, load_audio
 from mmhelpers.errors import DataError
 from mmhelpers.image import load_image, resize, resize_shorter_then_center_crop, to_tensor
 
@@ -211,23 +211,13 @@ def load_clips(paths: Sequence[str | Path], sr: int, seconds: float, *, progress
         raise ValueError(f"sr * seconds must be at least one sample, got {sr} * {seconds}")
     out = torch.empty(len(paths), n)
     for i, p in enumerate(tqdm(paths, desc="clips", disable=not _show(progress, len(paths)))):
-        out[i] = _centre(load_audio(p, sr=sr, mono=True)[0], n)
+        out[i] = centre_window(load_audio(p, sr=sr, mono=True)[0], n)
     return out
 
 
 def _show(progress: bool | None, n: int) -> bool:
     """Whether to draw a progress bar: as asked, else for long lists only."""
     return n >= PROGRESS_FROM if progress is None else progress
-
-
-def _centre(wave: torch.Tensor, n: int) -> torch.Tensor:
-    """Centre a (T,) clip in ``n`` samples: pad both sides with zeros, or keep the middle."""
-    length = wave.shape[-1]
-    if length >= n:
-        start = (length - n) // 2
-        return wave[start : start + n]
-    left = (n - length) // 2
-    return torch.nn.functional.pad(wave, (left, n - length - left))
 
 
 def _ids(values: list[str]) -> tuple[list[int], list[str]]:
