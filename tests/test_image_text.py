@@ -77,3 +77,54 @@ def test_pooled_features_and_text_states_are_cached(
     assert torch.equal(again, hidden)
     other, _ = text_hidden_states(text, photos.all_captions[::-1], layer=6, progress=False)
     torch.testing.assert_close(other[-1, : int(mask[0].sum())], hidden[0, : int(mask[0].sum())], atol=1e-2, rtol=0)
+
+
+# ---------------------------------------------------------------- your own captioned images
+
+
+def test_own_caption_folder_in_both_layouts(tmp_path) -> None:
+    from userdata import write_caption_folder
+
+    from mmhelpers.scenarios.image_text.data import load_zero_shot_sets
+
+    a = load_image_text(str(write_caption_folder(tmp_path / "a", "metadata")))
+    b = load_image_text(str(write_caption_folder(tmp_path / "b", "captions")))
+    assert len(a) == len(b) == 72 and a.captions == b.captions  # same photos and captions, two layouts
+    assert [n.removeprefix("images/") for n in b.names] == a.names
+    assert {len(c) for c in a.captions} == {1, 2, 3, 4, 5}
+    assert len(a.all_captions) == sum(len(c) for c in a.captions)
+    parts = [set(a.split[k].tolist()) for k in ("train", "val", "test")]
+    assert sum(map(len, parts)) == 72 and not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    assert a.image(0).ndim == 3  # RGB, whatever the file was
+    pool, test = load_zero_shot_sets(str(tmp_path / "a"), n_test=20, n_train=30)
+    assert pool.names == ("circle", "cross", "square", "triangle") and len(pool.images) == 30
+    _, fallback = load_zero_shot_sets(str(tmp_path / "b"), n_test=20, n_train=30)  # no label column
+    assert "no label column" in fallback.source and fallback.names[0] == "zero"
+
+
+def test_own_caption_folder_errors_name_file_and_line(tmp_path) -> None:
+    import csv
+
+    from mmhelpers.errors import DataError
+
+    folder = tmp_path / "p"
+    folder.mkdir()
+    with pytest.raises(DataError, match="no metadata.csv"):
+        load_image_text(str(folder))
+    (folder / "a.png").write_bytes(b"not read yet")
+    rows = [["filename", "caption"], ["a.png", "a thing"], ["missing.png", "another thing"]]
+    with open(folder / "captions.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    with pytest.raises(DataError, match=r"captions.csv.*line 3.*missing.png"):
+        load_image_text(str(folder))
+    rows[2] = ["a.png", "  "]
+    with open(folder / "captions.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    with pytest.raises(DataError, match=r"captions.csv.*line 3.*empty 'caption'"):
+        load_image_text(str(folder))
+    with open(folder / "captions.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["picture", "caption"], ["a.png", "x"]])
+    with pytest.raises(DataError, match="no file column"):
+        load_image_text(str(folder))
+    with pytest.raises(ValueError, match="not a folder"):
+        load_image_text(str(tmp_path / "nothing"))

@@ -5,7 +5,6 @@ Thresholds are set so that a broken or untrained model fails them (see each asse
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import nbformat
@@ -87,7 +86,6 @@ def test_tensors_and_features_real_data(tmp_path: Path, real_mirror: Path):
     assert m["caption_same_image_top1"] > 10 * m["caption_same_image_chance"]
     assert m["audio_probe_accuracy"] > 0.3  # real speech, 300 training clips, mean log-mel only: far above 0.1
     assert m["pixel_probe_accuracy"] > 0.85
-    assert json.dumps(m)  # plain JSON
 
 
 # ---------------------------------------------------------------- 01 audio-visual digits (embedded data, smoke)
@@ -96,6 +94,20 @@ def test_tensors_and_features_real_data(tmp_path: Path, real_mirror: Path):
 AV_SPEAKERS = ["synth0", "synth1"]
 
 
+@pytest.fixture(scope="module")
+def _av_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("av_cache")
+
+
+@pytest.fixture
+def av_cache(_av_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """One feature and checkpoint cache for the scenario's notebook tests: notebooks resume ("latest") what an
+    earlier one trained with the same configuration and data, so no smoke model is trained twice."""
+    monkeypatch.setenv("MMHELPERS_CACHE", str(_av_cache))
+    return _av_cache
+
+
+@pytest.mark.usefixtures("av_cache")
 def test_av_representation(tmp_path: Path):
     m = run("01_av_digits/01_representation", tmp_path, DATA="embedded")
     assert m["n_clips"] == 1000 and m["n_speakers"] == 4 and m["audio_shape"] == [40, 81]
@@ -104,6 +116,7 @@ def test_av_representation(tmp_path: Path):
     assert m["pairing_correct"] == 1.0 and m["test_pairs_from_test_pool"] and m["train_test_overlap"] == 0
 
 
+@pytest.mark.usefixtures("av_cache")
 def test_av_feature_extraction(tmp_path: Path):
     m = run("01_av_digits/02_feature_extraction", tmp_path, DATA="embedded")
     assert m["cache_batches_recomputed"] == 0
@@ -114,6 +127,7 @@ def test_av_feature_extraction(tmp_path: Path):
     assert all(v > 0 for v in m["throughput_items_per_s"].values())
 
 
+@pytest.mark.usefixtures("av_cache")
 def test_av_fusion(tmp_path: Path):
     m = run("01_av_digits/03_fusion", tmp_path, DATA="embedded")
     assert set(m["methods"]) == {"concat", "weighted", "gated", "tensor", "low_rank", "late_mean", "late_vote",
@@ -123,6 +137,7 @@ def test_av_fusion(tmp_path: Path):
     assert m["fusion_module_sizes"]["late_mean"] == 0
 
 
+@pytest.mark.usefixtures("av_cache")
 def test_av_training(tmp_path: Path):
     m = run("01_av_digits/04_training", tmp_path, DATA="embedded", SPEAKERS=AV_SPEAKERS)
     si = m["speaker_independent"]
@@ -133,6 +148,7 @@ def test_av_training(tmp_path: Path):
     assert m["pretraining"]["partner_found"] > 0.05  # SimCLR views find their partner: chance is 1/255 (batch 128)
 
 
+@pytest.mark.usefixtures("av_cache")
 def test_av_evaluation(tmp_path: Path):
     m = run("01_av_digits/05_evaluation", tmp_path, DATA="embedded", SPEAKERS=AV_SPEAKERS)
     methods = m["official"]["methods"]
@@ -185,7 +201,7 @@ def test_image_text_training_embedded(tmp_path: Path):
 def test_image_text_evaluation_embedded(tmp_path: Path):
     m = run("02_image_text/05_evaluation", tmp_path, DATA="embedded")
     zs = m["zero_shot"]
-    assert zs["chance_10way"] == 0.1 and 0.0 <= zs["all_10way"] <= 1.0
+    assert zs["chance_10way"] == 0.1
     assert zs["linear_probe_1shot"] > 0.2  # pretrained features + one digit per class: above chance 0.1
     assert "results_json" not in m
 
@@ -206,3 +222,98 @@ def test_image_text_real_data(tmp_path: Path, real_mirror: Path):
     assert ev["unseen_classes"] == ["trousers", "pullover", "sandal", "sneaker", "ankle boot"]
     assert ev["zero_shot"]["linear_probe_1shot"] > 0.3  # chance 0.1
     assert "results_json" not in ev  # smoke runs never write the committed results file
+
+
+# ---------------------------------------------------------------- 01 audio-visual digits on a user's own folder
+# A folder written as a user would (tests/userdata.py: 12 classes of tones and letters, clips at 44.1 kHz, 3 voices,
+# grey and colour images of many sizes); every notebook of the scenario runs on it with DATA=<folder>.
+
+
+@pytest.fixture(scope="module")
+def av_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from userdata import write_av_folder
+
+    return write_av_folder(tmp_path_factory.mktemp("user") / "my_av_data", 12, 44100, images_per_class=30)
+
+
+@pytest.mark.usefixtures("av_cache")
+def test_av_representation_own_folder(tmp_path: Path, av_folder: Path):
+    m = run("01_av_digits/01_representation", tmp_path, DATA=str(av_folder))
+    assert m["n_classes"] == 12 and m["n_speakers"] == 3 and m["sample_rate"] == 16000 and m["n_clips"] == 12 * 24
+    assert m["audio_shape"] == [40, 101] and m["logmel_librosa_max_abs_db"] < 0.01
+    assert m["pairing_correct"] == 1.0 and m["test_pairs_from_test_pool"] and m["train_test_overlap"] == 0
+
+
+@pytest.mark.usefixtures("av_cache")
+def test_av_feature_extraction_own_folder(tmp_path: Path, av_folder: Path):
+    m = run("01_av_digits/02_feature_extraction", tmp_path, DATA=str(av_folder), N_PRETRAINED=300)
+    assert m["n_classes"] == 12 and m["cache_batches_recomputed"] == 0
+    assert m["audio_test_accuracy"] > 0.5 and m["image_test_accuracy"] > 0.5  # chance 1/12; smoke epochs
+    assert m["probes"]["audio_learned_cnn"] > 0.6 and m["probes"]["image_learned_cnn"] > 0.6
+
+
+@pytest.mark.usefixtures("av_cache")
+def test_av_fusion_own_folder(tmp_path: Path, av_folder: Path):
+    m = run("01_av_digits/03_fusion", tmp_path, DATA=str(av_folder))
+    assert m["n_classes"] == 12 and len(m["methods"]) == 10
+    assert m["best_fusion"] > 0.7 and m["best_fusion"] >= max(m["audio"], m["image"]) - 0.02  # chance 1/12
+    assert m["recipe"]["gated"] > 0.7  # the head built from library parts in the notebook's cells learns too
+
+
+@pytest.mark.usefixtures("av_cache")
+def test_av_training_own_folder(tmp_path: Path, av_folder: Path):
+    m = run("01_av_digits/04_training", tmp_path, DATA=str(av_folder))
+    assert m["n_classes"] == 12 and m["engine_loop"]["test_accuracy"] > 0.7  # the engine called directly; chance 1/12
+    si = m["speaker_independent"]
+    assert set(si["per_speaker"]) == {"voice0", "voice1", "voice2"} and si["best_fusion"] > 0.6
+    assert m["hard"]["best_fusion"] > 0.5  # tones survive the hard protocol's noise better than digits do
+    assert m["multitask"]["digit_accuracy"] > 0.6 and m["multitask"]["speaker_accuracy"] > 0.5  # chance 1/12, 1/3
+
+
+@pytest.mark.usefixtures("av_cache")
+def test_av_evaluation_own_folder(tmp_path: Path, av_folder: Path):
+    m = run("01_av_digits/05_evaluation", tmp_path, DATA=str(av_folder))
+    methods = m["official"]["methods"]
+    assert m["n_classes"] == 12 and max(methods.values()) > 0.8  # chance 1/12
+    assert m["missing_modality"]["audio_missing"] > 0.3 and m["missing_modality"]["image_missing"] > 0.3
+    assert "results_json" not in m  # only the full run on the real data writes the committed results file
+
+
+# ---------------------------------------------------------------- 02 image-text on a user's own folder
+# 72 photos of coloured shapes with 1-5 captions each (tests/userdata.py), as an imagefolder with a label column.
+
+
+@pytest.fixture(scope="module")
+def caption_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from userdata import write_caption_folder
+
+    return write_caption_folder(tmp_path_factory.mktemp("user") / "my_photos")
+
+
+@pytest.fixture(scope="module")
+def _it_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("it_cache")
+
+
+@pytest.fixture
+def it_cache(_it_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """One cache for the image-text notebook tests on the user folder: features are extracted once."""
+    monkeypatch.setenv("MMHELPERS_CACHE", str(_it_cache))
+    return _it_cache
+
+
+@pytest.mark.usefixtures("it_cache")
+def test_image_text_own_folder(tmp_path: Path, caption_folder: Path):
+    rep = run("02_image_text/01_representation", tmp_path / "01", DATA=str(caption_folder))
+    assert rep["n_images"] == 72 and rep["split"] == {"train": 58, "val": 7, "test": 7} and rep["train_test_overlap"] == 0
+    feats = run("02_image_text/02_feature_extraction", tmp_path / "02", DATA=str(caption_folder))
+    assert feats["cache_identical"] and feats["caption_same_image_top1"]["mean"] > 3 * feats["caption_same_image_chance"]
+    fusion = run("02_image_text/03_fusion", tmp_path / "03", DATA=str(caption_folder))
+    assert fusion["linear_last_loss"] < 0.5 * fusion["linear_first_loss"]
+    training = run("02_image_text/04_training", tmp_path / "04", DATA=str(caption_folder))
+    assert training["final_loss"] < 0.5 * training["first_loss"] and training["resume_identical"]
+    ev = run("02_image_text/05_evaluation", tmp_path / "05", DATA=str(caption_folder), N_ZERO_SHOT=30)
+    print({k: ev[k] for k in ("t2i", "i2t", "random_t2i_R@5", "chance_R@5")}, ev["zero_shot"])
+    assert ev["t2i"]["R@5"] > ev["chance_R@5"] + 0.15 and ev["t2i"]["R@5"] > ev["random_t2i_R@5"]
+    assert sorted(ev["seen_classes"] + ev["unseen_classes"]) == ["circle", "cross", "square", "triangle"]
+    assert ev["zero_shot"]["linear_probe_1shot"] > 0.4  # the folder's own labels; chance 0.25

@@ -66,3 +66,58 @@ def write_av_folder(root: Path, n_classes: int, sr: int, clips_per_class_speaker
             writer.writeheader()
             writer.writerows(rows)
     return root
+
+
+SHAPES = ("circle", "square", "triangle", "cross")
+COLOURS = {"red": (0, 0, 255), "green": (0, 200, 0), "blue": (255, 0, 0), "yellow": (0, 230, 230),
+           "white": (255, 255, 255), "purple": (200, 0, 160)}  # BGR  # fmt: skip
+PLACES = ("left", "middle", "right")
+
+
+def shape_image(shape: str, colour: str, place: str, rng: np.random.Generator) -> np.ndarray:
+    """A coloured shape at a place on a dark canvas of random size (BGR, for cv2.imwrite)."""
+    h, w = int(rng.integers(90, 160)), int(rng.integers(140, 240))
+    img = np.full((h, w, 3), int(rng.integers(0, 50)), np.uint8)
+    cx = {"left": w // 5, "middle": w // 2, "right": 4 * w // 5}[place] + int(rng.integers(-5, 6))
+    cy, r, c = h // 2 + int(rng.integers(-8, 9)), int(min(h, w) * rng.uniform(0.22, 0.3)), COLOURS[colour]
+    if shape == "circle":
+        cv2.circle(img, (cx, cy), r, c, -1)
+    elif shape == "square":
+        cv2.rectangle(img, (cx - r, cy - r), (cx + r, cy + r), c, -1)
+    elif shape == "triangle":
+        pts = np.array([[cx, cy - r], [cx - r, cy + r], [cx + r, cy + r]], np.int32)
+        cv2.fillPoly(img, [pts], c)
+    else:
+        cv2.line(img, (cx - r, cy - r), (cx + r, cy + r), c, max(3, r // 3))
+        cv2.line(img, (cx - r, cy + r), (cx + r, cy - r), c, max(3, r // 3))
+    return img
+
+
+def write_caption_folder(root: Path, layout: str = "metadata", labels: bool = True, seed: int = 0) -> Path:
+    """72 photos of coloured shapes (every shape x colour x place once), 1 to 5 captions each.
+
+    ``layout="metadata"``: an imagefolder (metadata.csv: file_name,caption[,label], one row per caption);
+    ``layout="captions"``: Flickr-style ``captions.csv`` (filename,caption) with the photos under ``images/``.
+    The label, when written, is the shape.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for shape in SHAPES:
+        for colour in COLOURS:
+            for place in PLACES:
+                name = f"{colour}_{shape}_{place}.{'jpg' if rng.random() < 0.5 else 'png'}"
+                rel = name if layout == "metadata" else f"images/{name}"
+                (root / rel).parent.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(root / rel), shape_image(shape, colour, place, rng))
+                phrasings = [f"a {colour} {shape} on the {place}", f"{colour} {shape}, {place} side",
+                             f"a picture of a {colour} {shape} in the {place}", f"the {shape} is {colour}",
+                             f"one {colour} {shape} at the {place} of a dark picture"]  # fmt: skip
+                for caption in phrasings[: int(rng.integers(1, 6))]:
+                    rows.append({"file_name" if layout == "metadata" else "filename": rel, "caption": caption,
+                                 **({"label": shape} if labels and layout == "metadata" else {})})  # fmt: skip
+    table = root / ("metadata.csv" if layout == "metadata" else "captions.csv")
+    with open(table, "w", newline="") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return root

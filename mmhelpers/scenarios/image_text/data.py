@@ -18,6 +18,7 @@ import torch
 
 from mmhelpers.contrastive import AlignData
 from mmhelpers.encoders import ImageEncoder, TextEncoder
+from mmhelpers.errors import DataError
 from mmhelpers.features import extract_features
 from mmhelpers.image import load_image
 
@@ -52,8 +53,11 @@ class ImageTextSet:
         return [c for caps in self.captions for c in caps]
 
 
-def load_image_text(data: str = "embedded", seed: int = 0) -> ImageTextSet:
-    """Flickr8k subset (``"real"``, needs the mirror or network) or the embedded toy photos (``"embedded"``)."""
+def load_image_text(data: str | Path = "embedded", seed: int = 0) -> ImageTextSet:
+    """Flickr8k subset (``"real"``, needs the mirror or network), the embedded toy photos (``"embedded"``), or
+    your own folder of captioned images (a path: see ``load_caption_folder``)."""
+    if str(data) not in ("real", "embedded"):
+        return load_caption_folder(_folder(data), seed=seed)
     if data == "real":
         from mmhelpers.data.flickr8k import load_flickr8k
 
@@ -70,6 +74,76 @@ def load_image_text(data: str = "embedded", seed: int = 0) -> ImageTextSet:
         return ImageTextSet(images, keys, captions, split,
                             "embedded: 16 scikit-image/scikit-learn sample photos with captions we wrote (a toy set)")  # fmt: skip
     raise ValueError(f"data must be 'real' or 'embedded', got {data!r}")
+
+
+CAPTION_TABLES = ("captions.csv", "captions.tsv", "captions.jsonl")
+FILE_COLUMNS = ("file_name", "filename", "image", "path")
+
+
+def _folder(data: str | Path) -> Path:
+    folder = Path(data).expanduser()
+    if not folder.is_dir():
+        raise ValueError(f"data must be 'real', 'embedded' or a folder; {str(data)!r} is not a folder")
+    return folder
+
+
+def _split_images(n: int, seed: int, fractions: tuple[float, float] = (0.1, 0.1)) -> dict[str, np.ndarray]:
+    """A seeded split of ``n`` images into train / val / test (at least one image in val and test)."""
+    if n < 3:
+        raise ValueError(f"need at least 3 captioned images for a train/val/test split, got {n}")
+    n_val, n_test = (max(1, round(f * n)) for f in fractions)
+    perm = np.random.default_rng(seed).permutation(n)
+    return {"train": np.sort(perm[n_val + n_test :]), "val": np.sort(perm[:n_val]),
+            "test": np.sort(perm[n_val : n_val + n_test])}  # fmt: skip
+
+
+def _header(table: Path) -> list[str]:
+    """Column names of a CSV/TSV header or of the first JSONL record (to find the file column)."""
+    import csv
+    import json
+
+    with open(table, newline="", encoding="utf-8") as f:
+        if table.suffix == ".jsonl":
+            first = f.readline()
+            return list(json.loads(first)) if first.strip().startswith("{") else []
+        return next(csv.reader(f, delimiter="\t" if table.suffix == ".tsv" else ","), [])
+
+
+def load_caption_folder(folder: str | Path, seed: int = 0, caption_column: str = "caption",
+                        file_column: str | None = None) -> ImageTextSet:  # fmt: skip
+    """Your captioned images: an imagefolder (``metadata.csv`` with ``file_name`` and ``caption`` columns) or a
+    folder with ``captions.csv`` (``filename,caption``, Flickr-style: one row per caption, any number per image).
+
+    Images of any size and format are read when features are extracted; the split is by image (80/10/10,
+    seeded), so no caption of a test image is seen in training. Problems (a missing image, an empty caption, a
+    repeated row, a malformed line) are DataErrors naming the file and line.
+    """
+    from mmhelpers.data.folders import METADATA_FILES, read_folder, read_table
+
+    folder = Path(folder)
+    if any((folder / m).is_file() for m in METADATA_FILES):
+        rec = read_folder(folder, file_column=file_column or "file_name", label_column=None)
+    else:
+        table = next((folder / t for t in CAPTION_TABLES if (folder / t).is_file()), None)
+        if table is None:
+            raise DataError(folder, "no metadata.csv (file_name,caption) and no captions.csv (filename,caption) here")
+        header = _header(table)
+        column = file_column or next((c for c in FILE_COLUMNS if c in header), None)
+        if column is None:
+            raise DataError(
+                table, f"no file column: expected one of {', '.join(FILE_COLUMNS)}, got {', '.join(header)}"
+            )
+        rec = read_table(table, paths=(column,), label_column=None, root=folder)
+    by_image: dict[Path, list[str]] = {}
+    for i, (path, caption) in enumerate(zip(rec.paths(), rec.column(caption_column), strict=True)):
+        if not caption.strip():
+            raise DataError(rec.source, f"{rec.where[i] if rec.where else f'row {i + 1}'}: empty {caption_column!r}")
+        by_image.setdefault(path, []).append(caption.strip())
+    paths = sorted(by_image)
+    n_caps = sum(len(c) for c in by_image.values())
+    return ImageTextSet(paths, [p.relative_to(folder).as_posix() if p.is_relative_to(folder) else str(p) for p in paths],
+                        [by_image[p] for p in paths], _split_images(len(paths), seed),
+                        f"your folder {folder}: {len(paths)} images, {n_caps} captions")  # fmt: skip
 
 
 def image_grids(ds: ImageTextSet, encoder: ImageEncoder, batch_size: int = 32, progress: bool = True) -> torch.Tensor:
@@ -183,11 +257,21 @@ class LabelledImages:
     source: str
 
 
-def load_zero_shot_sets(data: str = "embedded", n_test: int = 1000, n_train: int = 200, seed: int = 0):
-    """(labelled-pool, test) sets: Fashion-MNIST (``"real"``) or scikit-learn's digits (``"embedded"``)."""
+def load_zero_shot_sets(data: str | Path = "embedded", n_test: int = 1000, n_train: int = 200, seed: int = 0):
+    """(labelled-pool, test) sets: Fashion-MNIST (``"real"``), scikit-learn's digits (``"embedded"``), or your
+    folder's images when its metadata has a ``label`` column (class names become the prompts); a folder
+    without labels falls back to the embedded digits, and the sets' ``source`` says so."""
     from mmhelpers.zero_shot import DIGIT_NAMES, FASHION_NAMES, gray_to_rgb
 
     rng = np.random.default_rng(seed)
+    if str(data) not in ("real", "embedded"):
+        labelled = _labelled_folder(_folder(data), n_test, n_train, seed)
+        if labelled is not None:
+            return labelled
+        pool, test = load_zero_shot_sets("embedded", n_test, n_train, seed)
+        note = f"{data} has no label column, so zero-shot runs on the embedded digits; "
+        pool.source, test.source = note + pool.source, note + test.source
+        return pool, test
     if data == "real":
         from mmhelpers.data.mnist import load_fashion_mnist
 
@@ -207,6 +291,31 @@ def load_zero_shot_sets(data: str = "embedded", n_test: int = 1000, n_train: int
         return (LabelledImages(gray_to_rgb(s.images[pool]), s.labels[pool], DIGIT_NAMES, src),
                 LabelledImages(gray_to_rgb(s.images[test]), s.labels[test], DIGIT_NAMES, src))  # fmt: skip
     raise ValueError(f"data must be 'real' or 'embedded', got {data!r}")
+
+
+def _labelled_folder(
+    folder: Path, n_test: int, n_train: int, seed: int
+) -> tuple[LabelledImages, LabelledImages] | None:
+    """Zero-shot sets from a folder whose metadata has a ``label`` column (or class subfolders), else None."""
+    from mmhelpers.data.folders import METADATA_FILES, read_folder
+    from mmhelpers.splits import stratified_holdout
+
+    if not any((folder / m).is_file() for m in METADATA_FILES):
+        return None
+    rec = read_folder(folder, label_column=None)
+    if "label" not in rec.columns:
+        return None
+    first: dict[Path, str] = {}  # one row per image (captioned folders repeat images)
+    for path, label in zip(rec.paths(), rec.column("label"), strict=True):
+        first.setdefault(path, label)
+    paths, names = list(first), sorted(set(first.values()))
+    labels = np.array([names.index(first[p]) for p in paths])
+    fraction = min(0.5, n_test / len(paths))
+    pool, test = stratified_holdout(np.arange(len(paths)), labels, fraction, seed)
+    pool = pool[np.random.default_rng(seed).permutation(len(pool))[:n_train]]
+    src = f"your folder {folder}: {len(paths)} labelled images, {len(names)} classes"
+    sets = [LabelledImages([load_image(paths[i]) for i in idx], labels[idx], tuple(names), src) for idx in (pool, test)]
+    return sets[0], sets[1]
 
 
 def pooled_features(
