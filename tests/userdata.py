@@ -121,3 +121,41 @@ def write_caption_folder(root: Path, layout: str = "metadata", labels: bool = Tr
         writer.writeheader()
         writer.writerows(rows)
     return root
+
+
+CATEGORIES = {"A": "backpack", "B": "bicycle", "C": "camera", "D": "desk lamp", "E": "espresso machine",
+              "F": "football", "G": "guitar", "H": "headphones"}  # fmt: skip
+VAGUE = ["great value item", "best seller, buy now", "new arrival", "limited offer", "gift idea for everyone"]
+
+
+def write_products(root: Path, n_per_class: int = 20, vague: float = 0.3, seed: int = 0) -> Path:
+    """``products.csv`` (path,title,label) and ``img/*.png``: the image shows the class letter, the title names the
+    product except for a ``vague`` fraction of generic titles."""
+    rng = np.random.default_rng(seed)
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for letter, product in CATEGORIES.items():
+        for j in range(n_per_class):
+            rel = f"img/{letter}{j}.png"
+            cv2.imwrite(str(root / rel), glyph(LETTERS.index(letter), rng))
+            title = (
+                VAGUE[j % len(VAGUE)] if rng.random() < vague else f"{rng.choice(['new', 'used', 'compact'])} {product}"
+            )
+            rows.append({"path": rel, "title": title, "label": product})
+    with open(root / "products.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, ["path", "title", "label"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return root
+
+
+def write_commands(root: Path, words: tuple[str, ...] = ("yes", "no", "up", "down", "left", "right"),
+                   voices: int = 4, per_voice: int = 10, sr: int = 16000, seed: int = 0) -> Path:  # fmt: skip
+    """``root/<word>/<voice>_<n>.wav`` at ``sr``: a folder per word, the voice in the file name."""
+    rng = np.random.default_rng(seed)
+    for k, word in enumerate(words):
+        (root / word).mkdir(parents=True, exist_ok=True)
+        for v in range(voices):
+            for j in range(per_voice):
+                sf.write(root / word / f"voice{v}_{j}.wav", tone(k, len(words), sr, [0, 1, 2, 1][v % 4], rng), sr)
+    return root
