@@ -256,6 +256,35 @@ def _save(path: Path, state: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- the loop
 
 
+def _resume_source(resume: str | Path | None, ckpt_path: Path | None) -> Path | None:
+    """The checkpoint to continue from (None: start fresh); a fresh start refuses to overwrite a checkpoint."""
+    if resume == "latest":
+        return ckpt_path if ckpt_path is not None and ckpt_path.is_file() else None
+    if resume is not None:
+        return Path(resume)
+    if ckpt_path is not None and ckpt_path.is_file():
+        raise FileExistsError(f"{ckpt_path} holds an earlier run's checkpoint; pass resume='latest' to continue "
+                              "or load it, or give another run_dir (a run never overwrites another's)")  # fmt: skip
+    return None
+
+
+def _optimizer_step(optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler | None,
+                    params: list[nn.Parameter], grad_clip: float | None) -> None:  # fmt: skip
+    """Unscale (fp16), clip, step the optimizer and the schedule, clear the gradients."""
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    if grad_clip is not None:
+        nn.utils.clip_grad_norm_(params, grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if scheduler is not None:
+        scheduler.step()
+
+
 def fit(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -288,27 +317,16 @@ def fit(
     if run_dir is not None and acc.is_main_process:
         clean_stale_temps(run_dir)
 
-    source: Path | None = None
-    if resume == "latest":
-        source = ckpt_path if ckpt_path is not None and ckpt_path.is_file() else None
-    elif resume is not None:
-        source = Path(resume)
-    elif ckpt_path is not None and ckpt_path.is_file():
-        raise FileExistsError(f"{ckpt_path} holds an earlier run's checkpoint; pass resume='latest' to continue "
-                              "or load it, or give another run_dir (a run never overwrites another's)")  # fmt: skip
-
+    source = _resume_source(resume, ckpt_path)
     model = model.to(acc.device)
     precision = resolve_precision(cfg.precision, acc.device)
     scaler = torch.amp.GradScaler(acc.device.type) if precision == "fp16" else None
     hist, best_state = History(), None
     if source is not None:
         ckpt = load_checkpoint(source, fingerprint)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if scheduler is not None and ckpt["scheduler"] is not None:
-            scheduler.load_state_dict(ckpt["scheduler"])
-        if scaler is not None and ckpt["scaler"] is not None:
-            scaler.load_state_dict(ckpt["scaler"])
+        for name, obj in {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}.items():
+            if obj is not None and ckpt[name] is not None:
+                obj.load_state_dict(ckpt[name])
         hist, best_state = History(**ckpt["history"]), ckpt["best_state"]
         _set_rng_state(ckpt["rng"])
         for name, obj in extra.items():
@@ -364,19 +382,8 @@ def fit(
             total += loss.item()
             for k, v in step_logs.items():
                 logs[k] = logs.get(k, 0.0) + float(v)
-        if scaler is not None:
-            scaler.unscale_(optimizer)
-        if cfg.grad_clip is not None:
-            nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         hist.lr.append(optimizer.param_groups[0]["lr"])
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if scheduler is not None:
-            scheduler.step()
+        _optimizer_step(optimizer, scheduler, scaler, params, cfg.grad_clip)
         hist.step += 1
         hist.loss.append(total)
         for k, v in logs.items():

@@ -84,9 +84,9 @@ class AVConfig:
     resume: str | None = None  # "latest": reuse/continue this configuration's checkpoints (notebooks share them)
 
     def smoke(self) -> AVConfig:
-        """A few epochs of small batches, for tests and quick looks (the numbers are then far from the targets);
-        small batches give enough optimizer steps to learn even on a small folder of your own."""
-        return replace(self, audio_epochs=3, image_epochs=3, fusion_epochs=4, batch_size=16)
+        """Tiny epochs for tests and quick looks (the numbers are then far from the targets). On a small folder of
+        your own, smaller batches (``batch_size``) give enough optimizer steps in so few epochs."""
+        return replace(self, audio_epochs=3, image_epochs=2, fusion_epochs=4)
 
 
 def _key_hash(obj: Any) -> str:
