@@ -235,7 +235,7 @@ def test_image_text_real_data(tmp_path: Path, real_mirror: Path):
 def av_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from userdata import write_av_folder
 
-    return write_av_folder(tmp_path_factory.mktemp("user") / "my_av_data", 12, 44100, images_per_class=30)
+    return write_av_folder(tmp_path_factory.mktemp("user") / "my_av_data", 12, 44100, images_per_class=60)
 
 
 @pytest.mark.usefixtures("av_cache")
