@@ -315,7 +315,7 @@ def test_image_text_own_folder(tmp_path: Path, caption_folder: Path):
     training = run("02_image_text/04_training", tmp_path / "04", DATA=str(caption_folder))
     assert training["final_loss"] < 0.5 * training["first_loss"] and training["resume_identical"]
     ev = run("02_image_text/05_evaluation", tmp_path / "05", DATA=str(caption_folder), N_ZERO_SHOT=30)
-    print({k: ev[k] for k in ("t2i", "i2t", "random_t2i_R@5", "chance_R@5")}, ev["zero_shot"])
-    assert ev["t2i"]["R@5"] > ev["chance_R@5"] + 0.15 and ev["t2i"]["R@5"] > ev["random_t2i_R@5"]
+    assert ev["t2i"]["R@1"] > 0.5 and ev["i2t"]["R@1"] > 0.5  # 7 test photos: chance 1/7
     assert sorted(ev["seen_classes"] + ev["unseen_classes"]) == ["circle", "cross", "square", "triangle"]
-    assert ev["zero_shot"]["linear_probe_1shot"] > 0.4  # the folder's own labels; chance 0.25
+    assert ev["zero_shot"]["all_10way"] > 0.5  # zero-shot on the folder's own labels (prompts from the class names)
+    assert ev["zero_shot"]["linear_probe_1shot"] > 0.4  # chance 0.25
