@@ -37,8 +37,11 @@ SOURCES = sorted(PACKAGE.rglob("*.py"))
 
 
 def test_the_layout_has_a_core_and_three_scenarios() -> None:
-    assert {p.name for p in SCENARIOS.iterdir() if p.is_dir() and (p / "__init__.py").exists()} >= {
-        "av_digits", "image_text", "mini_vlm"}  # fmt: skip
+    scenarios = {p.name for p in SCENARIOS.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert scenarios >= {"av_digits", "image_text", "mini_vlm"}
+    tests = {p.stem for p in (Path(__file__).parent / "scenarios").glob("test_*.py")}
+    for name in scenarios:  # tests mirror the layout: tests/scenarios/test_<scenario>*.py
+        assert any(t.startswith(f"test_{name}") for t in tests), f"no tests/scenarios/test_{name}*.py"
     assert _imports(SCENARIOS / "av_digits" / "recipe.py")  # the checker sees imports at all
 
 
