@@ -58,3 +58,16 @@ def test_import_rules(path: Path) -> None:
         if module.startswith("mmhelpers"):
             private = [n for n in names if n.startswith("_") and n != "__version__"]
             assert not private, f"{where}: imports private names {private} from {module}"
+
+
+def test_the_package_exports_resolve_to_their_modules() -> None:
+    import importlib
+
+    import mmhelpers
+
+    for name in mmhelpers.__all__:
+        value = getattr(mmhelpers, name)
+        if name in mmhelpers._LAZY:  # the lazy table names the module that defines it
+            assert value is getattr(importlib.import_module(f"mmhelpers.{mmhelpers._LAZY[name]}"), name)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        mmhelpers.nope  # noqa: B018
