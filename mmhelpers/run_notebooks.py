@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -92,6 +93,8 @@ def _stamp_results(summary: dict[str, Any]) -> None:
         record["runtime_notebooks"] = {
             n: e["seconds"] for n, e in summary["notebooks"].items() if n.startswith(scenario + "__")
         }
+        # wall time depends on what else ran: the 15-minute load average at the end says whether the cores were idle
+        record["load_average_15min"] = round(os.getloadavg()[2], 2)
         write_json(path, record)
         print(f"runtime of {scenario}: {seconds:.0f} s -> {path}")
 

@@ -18,6 +18,12 @@ ROOT = Path(__file__).resolve().parents[1]
 QTYPES = ("shape", "horizontal", "vertical", "closest_color", "furthest_shape", "count")  # as in sort_of_clevr
 
 
+def runtime(r: dict) -> str:
+    """The full run's wall time, and why it is long when the machine was busy (``runtime_note``)."""
+    text = f"Full run: {r.get('runtime_s', float('nan')) / 60:.1f} min on 2 CPU cores"
+    return text + f" ({r['runtime_note']})" if r.get("runtime_note") else text
+
+
 def pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
@@ -44,7 +50,7 @@ def av_digits(r: dict) -> str:
     rows.append(
         f"Missing modality, chosen model `{r['chosen_model']}` on the official split: audio missing {pct(mm['audio_missing'])} "
         f"(image-only model {pct(r['official']['image'])}), image missing {pct(mm['image_missing'])} "
-        f"(audio-only model {pct(r['official']['audio'])}). Full run: {r.get('runtime_s', float('nan')) / 60:.1f} min on 2 CPU cores; "
+        f"(audio-only model {pct(r['official']['audio'])}). {runtime(r)}; "
         f"reproduce with `{r['command']}`."
     )
     return "\n".join(rows)
@@ -70,7 +76,7 @@ def image_text(r: dict) -> str:
         f"(chance 10%, 1-shot linear probe {pct(z['linear_probe_1shot'])}%); seen classes ({', '.join(r['seen_classes'])}) "
         f"{pct(z['seen'])}% among themselves; unseen classes ({', '.join(r['unseen_classes'])}) {pct(z['unseen'])}% "
         f"(chance {pct(z['chance_unseen'])}%, 1-shot probe {pct(z['linear_probe_1shot_unseen'])}%). "
-        f"Full run: {r.get('runtime_s', float('nan')) / 60:.1f} min on 2 CPU cores; reproduce with `{r['command']}`."
+        f"{runtime(r)}; reproduce with `{r['command']}`."
     )
     return "\n".join(rows)
 
@@ -103,8 +109,8 @@ def mini_vlm(r: dict) -> str:
         f"Headline ({c['chosen_fusion']} fusion): BLEU-4 {c['bleu4']:.3f} and CIDEr-D {c['cider']:.3f} against the "
         f"nearest neighbour's {c['nn_bleu4']:.3f} and {c['nn_cider']:.3f}; pre-training lowers test perplexity from "
         f"{c['ppl_without_pretraining']:.1f} to {c['ppl_with_pretraining']:.1f}. KV-cached generation gives identical "
-        f"tokens: {k['identical']}, {k['speedup']:.1f}x faster. Full run: {r.get('runtime_s', float('nan')) / 60:.1f} min "
-        f"on 2 CPU cores; reproduce with `{r['command']}`."
+        f"tokens: {k['identical']}, {k['speedup']:.1f}x faster. {runtime(r)}; "
+        f"reproduce with `{r['command']}`."
     )
     return "\n".join(rows)
 
