@@ -27,6 +27,7 @@ periodic validation by question type, atomic resumable checkpoints, and a final 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from collections.abc import Callable
@@ -67,6 +68,7 @@ __all__ = [
     "evaluate_vqa",
     "majority_baseline",
     "train_vqa",
+    "vqa_set",
 ]
 
 MODES = ("full", "question_only", "image_only")
@@ -391,6 +393,17 @@ def majority_baseline(train: VQASet, test: VQASet) -> dict[str, float]:
 # ---------------------------------------------------------------- training
 
 
+@functools.lru_cache(maxsize=4)
+def vqa_set(n_scenes: int, seed: int, size: int = 64) -> VQASet:
+    """:func:`~mmhelpers.data.sort_of_clevr.build_vqa_set`, remembered for the last few sets in this process.
+
+    The same scenes every time (the generator is deterministic), built once: a notebook trains the model and two
+    baselines on one training set, and 03.05 loads all three and counts the majority answers on it (10,000
+    scenes take seconds to render). Read-only: nothing here writes into a set's tensors.
+    """
+    return build_vqa_set(n_scenes, seed, size)
+
+
 @dataclass
 class VQAHistory:
     """Training curves: loss every step, validation accuracies (``accuracy_by_type``) every ``eval_every`` steps."""
@@ -472,11 +485,11 @@ def train_vqa(
     """
     torch.manual_seed(cfg.seed)
     model = VQAModel(cfg)
-    train = build_vqa_set(cfg.n_scenes_train, cfg.seed, cfg.size)
+    train = vqa_set(cfg.n_scenes_train, cfg.seed, cfg.size)
     model.slotter.init_prototypes(train.images[: cfg.init_scenes], seed=cfg.seed)  # a checkpoint overrides it
     opt = _optimizer(model, cfg)
     sched = warmup_cosine(opt, cfg.warmup_steps, cfg.steps)
-    val = build_vqa_set(cfg.n_scenes_val, cfg.seed + 1, cfg.size)
+    val = vqa_set(cfg.n_scenes_val, cfg.seed + 1, cfg.size)
     fit_cfg = FitConfig(steps=cfg.steps, grad_clip=cfg.grad_clip, precision=cfg.precision, device=cfg.device,
                         eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every, progress=progress,
                         desc=f"VQA ({cfg.mode})")  # fmt: skip
@@ -486,7 +499,7 @@ def train_vqa(
             stop_at=max_steps)  # fmt: skip
     history = VQAHistory(loss=h.loss, lr=h.lr, eval_steps=[e["step"] for e in h.evals],
                          val=[{k: v for k, v in e.items() if k != "step"} for e in h.evals], seconds=h.seconds)  # fmt: skip
-    test = evaluate_vqa(model, build_vqa_set(cfg.n_scenes_test, cfg.test_seed, cfg.size))
+    test = evaluate_vqa(model, vqa_set(cfg.n_scenes_test, cfg.test_seed, cfg.size))
     return VQAResult(cfg, model.eval(), history, test, sum(p.numel() for p in model.parameters()))
 
 
