@@ -9,7 +9,6 @@ those two question types, where a model that does not read the asked object's sl
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -103,7 +102,6 @@ def test_mini_vlm_evaluation(tmp_path: Path):
     assert vqa["full model"]["horizontal"] > 0.9 > 0.65 > vqa["majority"]["horizontal"]  # reads the asked object
     assert 0.05 < m["slot_attention_top5pct_mass"] <= 1.0
     assert "results_json" not in m  # only full real-data runs write results/mini_vlm.json
-    assert json.dumps(m)
 
 
 @pytest.mark.mirror
