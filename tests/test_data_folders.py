@@ -174,7 +174,7 @@ def test_llava_jsonl_and_json_list(tmp_path: Path) -> None:
         {"id": "q1", "image": "a.png", "conversations": [
             {"from": "human", "value": "<image>\nWhat colour is the square?"}, {"from": "gpt", "value": "Red."},
             {"from": "human", "value": "Is it big?"}, {"from": "gpt", "value": "No."}]},
-        {"id": 7, "image": "b.png", "conversations": [
+        {"id": 7, "image": "b.png", "type": "caption", "score": 2, "tags": ["x"], "conversations": [
             {"from": "human", "value": "Describe the image.\n<image>"}, {"from": "gpt", "value": "A grey field."}]},
     ]  # fmt: skip
     lines = write_jsonl(images / "train.jsonl", records)
@@ -186,6 +186,7 @@ def test_llava_jsonl_and_json_list(tmp_path: Path) -> None:
         "q1", images / "a.png", [("What colour is the square?", "Red."), ("Is it big?", "No.")]
     )
     assert convs[1].id == "7" and convs[1].turns == [("Describe the image.", "A grey field.")]
+    assert convs[1].meta == {"type": "caption", "score": "2"} and convs[0].meta == {}  # plain fields, as text
 
 
 # --- tensors -----------------------------------------------------------------------------------------

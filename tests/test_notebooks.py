@@ -88,6 +88,22 @@ def test_tensors_and_features_real_data(tmp_path: Path, real_mirror: Path):
     assert m["pixel_probe_accuracy"] > 0.85
 
 
+def test_tensors_and_features_own_folder(tmp_path: Path):
+    """A user's folder: 8 classes of tones at 16 kHz with a speaker column, 8 classes of letters (grey, colour and
+    RGBA images of many sizes) in class subfolders, and captioned photos (tests/userdata.py)."""
+    from userdata import write_av_folder, write_caption_folder
+
+    folder = write_av_folder(tmp_path / "mine", 8, 16000, clips_per_class_speaker=4, images_per_class=20)
+    write_caption_folder(folder / "photos")
+    m = run("02_tensors_and_features", tmp_path, DATA=str(folder))
+    assert m["n_clips"] == 8 * 3 * 4 and m["n_digit_images"] == 8 * 20 and m["n_photos"] == 72
+    assert m["logmel_librosa_max_abs_db"] < 0.01 and m["mfcc_librosa_max_abs"] < 0.01  # at 16 kHz too
+    assert m["cache_batches_recomputed"] == 0 and m["cache_identical"]
+    assert m["caption_same_image_top1"] > 3 * m["caption_same_image_chance"]
+    # 8 classes, chance 0.125; raw pixels of letters at random places and scales: ~0.48 with 15 training images each
+    assert m["audio_probe_accuracy"] > 0.6 and m["pixel_probe_accuracy"] > 0.3
+
+
 # ---------------------------------------------------------------- 01 audio-visual digits (embedded data, smoke)
 # Smoke training is a few epochs on generated clips and scikit-learn digits: the thresholds sit far above
 # chance (0.1) and far below what a full run reaches, so an untrained or broken model fails them.

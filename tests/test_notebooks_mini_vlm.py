@@ -104,6 +104,45 @@ def test_mini_vlm_evaluation(tmp_path: Path):
     assert "results_json" not in m  # only full real-data runs write results/mini_vlm.json
 
 
+# ---------------------------------------------------------------- on a user's own LLaVA-style folder
+# 216 photos of one coloured shape each (every shape x colour x place 3 times, random sizes, PNG and JPEG) with
+# captions.json (1-3 captions per photo) and vqa.jsonl (colour, shape and a two-turn place record per photo),
+# written by tests/userdata.py. Runs after the embedded tests, so the Sort-of-CLEVR smoke models they trained
+# are loaded from the module's cache, not trained again.
+
+
+@pytest.fixture(scope="module")
+def llava_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from userdata import write_llava_folder
+
+    return write_llava_folder(tmp_path_factory.mktemp("user") / "my_vlm_data")
+
+
+def test_mini_vlm_own_folder(tmp_path: Path, llava_folder: Path):
+    data = str(llava_folder)
+    rep = run("03_mini_vlm/01_representation", tmp_path / "01", DATA=data)
+    own = rep["own_vqa"]
+    assert own["images"] == 216 and own["questions"] == 216 * 4 and own["types"] == ["colour", "shape", "place"]
+    assert own["split_images"] == {"train": 172, "val": 22, "test": 22}
+    assert own["majority_answer_share"]["colour"] < 0.3  # six colours: no answer prior to lean on
+    fx = run("03_mini_vlm/02_feature_extraction", tmp_path / "02", DATA=data)
+    assert fx["features_shape"] == [216, 16, 1280] and fx["own_vqa_features_shape"] == [216, 16, 1280]
+    fu = run("03_mini_vlm/03_fusion", tmp_path / "03", DATA=data)
+    assert fu["parts_sum_to_total"] and fu["kv_cache_identical"]
+    tr = run("03_mini_vlm/04_training", tmp_path / "04", DATA=data, BASELINE_STEPS=BASELINE_STEPS)
+    assert min(c["ppl_with_pretraining"] for c in tr["caption"].values()) < tr["lm_text_only_ppl"]  # the image helps
+    v = tr["own_vqa"]
+    assert v["final_loss"] < 0.2 * v["first_loss"]
+    assert v["val"]["model"]["overall"] > v["val"]["question prior"]["overall"] + 0.3  # ~0.8 vs ~0.2
+    ev = run("03_mini_vlm/05_evaluation", tmp_path / "05", DATA=data, BASELINE_STEPS=BASELINE_STEPS, N_SHOW=2)
+    t = ev["caption_table"]
+    assert t[ev["chosen_fusion"]]["cider"] > 2 * t["most frequent"]["cider"]  # ~3.4 vs ~0.6; untrained ~0
+    model, prior = ev["own_vqa"]["model"], ev["own_vqa"]["question prior"]
+    assert model["overall"] > prior["overall"] + 0.3  # ~0.8 vs ~0.2: it reads the image for the question
+    assert model["shape"] > 0.8 and model["place"] > 0.8 > 0.4 > prior["shape"]  # 4 shapes, 3 places
+    assert len(ev["own_vqa_examples"]) == 2 and "results_json" not in ev
+
+
 @pytest.mark.mirror
 def test_mini_vlm_real_data(tmp_path: Path, real_mirror: Path):
     """Notebooks 02, 04 and 05 on Flickr8k with smoke budgets (the VQA scenes are generated either way)."""

@@ -5,6 +5,7 @@ different sizes, clips of different lengths, any sample rate)."""
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import cv2
@@ -120,6 +121,43 @@ def write_caption_folder(root: Path, layout: str = "metadata", labels: bool = Tr
         writer = csv.DictWriter(f, list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    return root
+
+
+def write_llava_folder(root: Path, repeats: int = 3, seed: int = 0) -> Path:
+    """A mini-VLM data folder in LLaVA's format: ``images/`` (every shape x colour x place ``repeats`` times, PNG
+    or JPEG of random sizes), ``captions.json`` (a JSON list, one record per caption, 1-3 per image) and
+    ``vqa.jsonl`` (per image: a colour and a shape question, and a two-turn record about the place; each
+    record has a ``type``)."""
+    rng = np.random.default_rng(seed)
+    captions, vqa = [], []
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    for r in range(repeats):
+        for shape in SHAPES:
+            for colour in COLOURS:
+                for place in PLACES:
+                    rel = f"images/{colour}_{shape}_{place}_{r}.{'jpg' if rng.random() < 0.5 else 'png'}"
+                    cv2.imwrite(str(root / rel), shape_image(shape, colour, place, rng))
+                    phrasings = [f"a {colour} {shape} on the {place}", f"the {shape} is {colour}",
+                                 f"one {colour} {shape} at the {place} of a dark picture"]  # fmt: skip
+                    for k, caption in enumerate(phrasings[: int(rng.integers(1, 4))]):
+                        captions.append({"id": f"{rel}#{k}", "image": rel, "conversations": [
+                            {"from": "human", "value": "<image>\nDescribe the image briefly."},
+                            {"from": "gpt", "value": caption}]})  # fmt: skip
+                    turns = {"colour": [("What colour is the shape?", colour)],
+                             "shape": [("What shape is in the picture?", shape)],
+                             "place": [("Where is the shape?", f"on the {place}"),
+                                       ("Which side of the picture is it on?", place)]}  # fmt: skip
+                    for qtype, pairs in turns.items():
+                        conv = [
+                            {"from": "human", "value": "<image>\n" + pairs[0][0]},
+                            {"from": "gpt", "value": pairs[0][1]},
+                        ]
+                        for q, a in pairs[1:]:
+                            conv += [{"from": "human", "value": q}, {"from": "gpt", "value": a}]
+                        vqa.append({"id": f"{rel}#{qtype}", "image": rel, "type": qtype, "conversations": conv})
+    (root / "captions.json").write_text(json.dumps(captions, indent=1))
+    (root / "vqa.jsonl").write_text("".join(json.dumps(v) + "\n" for v in vqa))
     return root
 
 

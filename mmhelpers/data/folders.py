@@ -98,11 +98,13 @@ class Records:
 
 @dataclass
 class Conversation:
-    """One LLaVA record: its id, the image, and (question, answer) turns with the ``<image>`` token removed."""
+    """One LLaVA record: its id, the image, (question, answer) turns with the ``<image>`` token removed, and the
+    record's other plain fields as text (e.g. a question ``type`` to score by)."""
 
     id: str
     image: Path
     turns: list[tuple[str, str]]
+    meta: dict[str, str] = field(default_factory=dict)
 
 
 def read_folder(
@@ -458,4 +460,6 @@ def _conversation(source: Path, root: Path, where: str, record: object) -> Conve
             raise DataError(source, f"{where}: turn {i + 1} has an empty 'value'")
         texts.append(text)
     pairs = list(zip(texts[::2], texts[1::2], strict=True))
-    return Conversation(str(record.get("id", "")), file, pairs)
+    meta = {k: str(v) for k, v in record.items()
+            if k not in ("id", "image", "conversations") and isinstance(v, (str, int, float, bool))}  # fmt: skip
+    return Conversation(str(record.get("id", "")), file, pairs, meta)

@@ -6,7 +6,9 @@
    test images. ``data="embedded"`` (no mirror needed): generated Sort-of-CLEVR scenes with 5 template
    captions each; the LM corpus is the captions of the training scenes plus those of further scenes that
    are never rendered. The toy captions name colours, shapes, positions and counts, so they can only be
-   right by looking at the image, and a small model learns them in seconds.
+   right by looking at the image, and a small model learns them in seconds. A path: your own images and
+   captions (``captions.jsonl`` in LLaVA's format, see :mod:`~mmhelpers.scenarios.mini_vlm.own_data`), split
+   80/10/10 by image; the LM corpus is the training images' captions.
 2. A word-level tokenizer trained on the LM corpus (so it never sees a val or test caption).
 3. Frozen EfficientNet-Lite0 grid features (:func:`image_features`), one visual token per cell (7x7 at
    224 px), cached on disk.
@@ -41,11 +43,13 @@ from tqdm.auto import tqdm
 
 from mmhelpers.caption_metrics import caption_scores, most_frequent_caption, nearest_neighbour_captions
 from mmhelpers.caption_tokenizer import CaptionTokenizer, train_caption_tokenizer
+from mmhelpers.data.folders import read_llava
 from mmhelpers.engine import FitConfig, fit, warmup_cosine
 from mmhelpers.features import extract_features, fingerprint
 from mmhelpers.generate import generate
 from mmhelpers.image import resize_shorter_then_center_crop
 from mmhelpers.paths import cache_root
+from mmhelpers.scenarios.mini_vlm.own_data import is_own_data, llava_file, split_by_image
 from mmhelpers.vlm import MiniVLM, VLMConfig, grid_to_tokens
 
 __all__ = [
@@ -55,6 +59,7 @@ __all__ = [
     "load_caption_data",
     "build_tokenizer",
     "image_features",
+    "grid_features",
     "build_model",
     "pretrain_lm",
     "finetune",
@@ -84,9 +89,11 @@ _FINETUNE_FIELDS = ("finetune_steps", "finetune_batch_size", "finetune_lr", "gat
 class CaptionConfig:
     """Data, model sizes, schedules and decoding of the captioning recipe; ``smoke()`` runs in seconds."""
 
-    data: str = "real"  # "real" (Flickr8k subset, needs the mirror) | "embedded" (generated Sort-of-CLEVR)
+    # "real" (Flickr8k subset, needs the mirror) | "embedded" (generated Sort-of-CLEVR) | your own data: a folder
+    # with captions.jsonl (LLaVA style, see mini_vlm.own_data) or the path of such a file
+    data: str = "real"
     seed: int = 0
-    split: tuple[int, int, int] = (800, 100, 100)  # images: train, val, test (embedded: scenes)
+    split: tuple[int, int, int] = (800, 100, 100)  # images: train, val, test (embedded: scenes); own data: 80/10/10 %
     n_lm_scenes: int = 4000  # embedded: extra text-only scenes whose captions join the LM corpus
     image_size: int = 224  # encoder input; the grid has (image_size // 32)^2 cells
     vocab_size: int = 2000  # tokenizer: at most this many ids ...
@@ -126,8 +133,9 @@ class CaptionConfig:
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
-        if self.data not in ("real", "embedded"):
-            raise ValueError(f"data must be 'real' or 'embedded', got {self.data!r}")
+        self.data = str(self.data)
+        if is_own_data(self.data) and not Path(self.data).exists():
+            raise ValueError(f"data must be 'real', 'embedded' or an existing folder or file, got {self.data!r}")
         if self.image_size % 32 != 0:
             raise ValueError(f"image_size must be a multiple of 32 (the encoder's stride), got {self.image_size}")
         self.split, self.fusions, self.nn_ks = tuple(self.split), tuple(self.fusions), tuple(self.nn_ks)
@@ -205,9 +213,30 @@ def _load_embedded(cfg: CaptionConfig) -> CaptionData:
                        f"LM corpus adds {cfg.n_lm_scenes} unrendered scenes")  # fmt: skip
 
 
+def _load_own(cfg: CaptionConfig) -> CaptionData:
+    """A user's LLaVA captions file: every answer is a caption of its record's image; LM corpus = training captions."""
+    source = llava_file(cfg.data, "captions")
+    by_image: dict[Path, list[str]] = {}
+    for record in read_llava(source):
+        by_image.setdefault(record.image, []).extend(answer for _, answer in record.turns)
+    images = list(by_image)
+    captions = [by_image[p] for p in images]
+    splits = split_by_image(images, seed=cfg.seed)
+    train = splits["train"].tolist()
+    ids = [str(p.relative_to(source.parent)) if p.is_relative_to(source.parent) else str(p) for p in images]
+    return CaptionData(images, ids, captions, splits, [c for i in train for c in captions[i]],
+                       [ids[i] for i in train for _ in captions[i]],
+                       f"own data: {source} ({len(images)} images, {sum(map(len, captions))} captions; "
+                       f"split by image {len(train)}/{len(splits['val'])}/{len(splits['test'])}; "
+                       f"LM corpus: the training captions)")  # fmt: skip
+
+
 def load_caption_data(cfg: CaptionConfig) -> CaptionData:
-    """The images, captions, split and LM corpus of ``cfg.data`` ("real" needs the Flickr8k mirror)."""
-    return _load_real(cfg) if cfg.data == "real" else _load_embedded(cfg)
+    """The images, captions, split and LM corpus of ``cfg.data`` ("real" needs the Flickr8k mirror; a path is
+    a user's folder with ``captions.jsonl``, see :mod:`~mmhelpers.scenarios.mini_vlm.own_data`)."""
+    if cfg.data == "real":
+        return _load_real(cfg)
+    return _load_embedded(cfg) if cfg.data == "embedded" else _load_own(cfg)
 
 
 def build_tokenizer(data: CaptionData, cfg: CaptionConfig) -> CaptionTokenizer:
@@ -217,6 +246,12 @@ def build_tokenizer(data: CaptionData, cfg: CaptionConfig) -> CaptionTokenizer:
 
 def image_features(data: CaptionData, cfg: CaptionConfig, progress: bool = True) -> Tensor:
     """Frozen EfficientNet-Lite0 grid features of every image as visual tokens (N, (size/32)^2, 1280), cached."""
+    return grid_features(data.images, cfg.image_size, progress)
+
+
+def grid_features(images: Sequence[Path | np.ndarray], image_size: int, progress: bool = True) -> Tensor:
+    """Frozen EfficientNet-Lite0 grid features of image files or RGB arrays of any size (shorter side resized to
+    ``image_size``, centre crop): (N, (image_size/32)^2, 1280) visual tokens, cached by content."""
     from mmhelpers.encoders import (
         LITE_MEAN,
         LITE_STD,
@@ -227,7 +262,7 @@ def image_features(data: CaptionData, cfg: CaptionConfig, progress: bool = True)
     from mmhelpers.image import load_image
     from mmhelpers.precision import resolve_precision
 
-    size, encoders = cfg.image_size, []  # the encoder is built once, on the first batch (not when cached)
+    size, encoders = image_size, []  # the encoder is built once, on the first batch (not when cached)
 
     def encode_batch(items: Sequence[Path | np.ndarray]) -> Tensor:
         if not encoders:
@@ -241,7 +276,7 @@ def image_features(data: CaptionData, cfg: CaptionConfig, progress: bool = True)
     # The key names the packaged weights file by its hash and the precision "auto" gives on this CPU, so a
     # cache hit needs no encoder at all; the images are hashed by content (files through the side index).
     preprocess = image_preprocessing(size, LITE_MEAN, LITE_STD, resolve_precision("auto", "cpu"))
-    return extract_features(encode_batch, data.images, model_id=pretrained_image_encoder_id(IMAGE_ENCODER),
+    return extract_features(encode_batch, list(images), model_id=pretrained_image_encoder_id(IMAGE_ENCODER),
                             preprocess=preprocess, key={"layer": "grid"}, batch_size=32, progress=progress,
                             desc=f"{IMAGE_ENCODER} grid features")  # fmt: skip
 

@@ -9,7 +9,10 @@
 - ``"smoke"``: ``SMOKE=True``, for the tests (``CaptionConfig.smoke``, ``VQAConfig.smoke``).
 
 ``SCHEDULE="auto"`` (the notebooks' default) picks ``"full"`` for ``DATA="real"`` and ``"short"`` for
-``DATA="embedded"``; ``SMOKE=True`` overrides it. The VQA checkpoints of each schedule have their own folder
+``DATA="embedded"`` or your own folder; ``SMOKE=True`` overrides it. With your own folder (see
+:mod:`~mmhelpers.scenarios.mini_vlm.own_data`) the captioning config reads its ``captions.jsonl`` and the VQA
+part is :mod:`~mmhelpers.scenarios.mini_vlm.answers` on its ``vqa.jsonl`` (``answers``: ``AnswerConfig``, its
+``.smoke()`` with ``SMOKE``; checkpoints under ``answers_dir``). The VQA checkpoints of each schedule have their own folder
 (``<cache>/vqa/<schedule>_seed<seed>``) and the captioning checkpoints are keyed by their config, so the three
 never meet; 03.05 loads what 03.04 trained with the same parameters (``RESUME="latest"``).
 """
@@ -20,7 +23,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mmhelpers.paths import cache_root
+from mmhelpers.scenarios.mini_vlm.answers import AnswerConfig
 from mmhelpers.scenarios.mini_vlm.captioning import CaptionConfig
+from mmhelpers.scenarios.mini_vlm.own_data import is_own_data
 from mmhelpers.scenarios.mini_vlm.vqa import VQAConfig
 
 __all__ = ["SCHEDULES", "NotebookConfigs", "notebook_configs", "short_caption_config", "short_vqa_config"]
@@ -69,6 +74,9 @@ class NotebookConfigs:
     vqa: VQAConfig
     baseline_steps: int | None  # VQA baselines' training steps (None: as many as the full model)
     vqa_dir: Path  # the VQA checkpoints: <vqa_dir>/full, <vqa_dir>/question_only, <vqa_dir>/image_only
+    own: bool = False  # DATA is your own folder
+    answers: AnswerConfig | None = None  # own data: the VQA recipe on its vqa.jsonl
+    answers_dir: Path | None = None  # own data: where its checkpoints go
 
 
 def notebook_configs(
@@ -100,4 +108,9 @@ def notebook_configs(
     steps = BASELINE_STEPS[name] if baseline_steps == "auto" else baseline_steps
     if steps is not None and not isinstance(steps, int):
         raise ValueError(f"BASELINE_STEPS must be 'auto', None or a number of steps, got {baseline_steps!r}")
-    return NotebookConfigs(name, caption, vqa, steps, cache_root() / "vqa" / f"{name}_seed{seed}")
+    configs = NotebookConfigs(name, caption, vqa, steps, cache_root() / "vqa" / f"{name}_seed{seed}")
+    if is_own_data(data):
+        answers = AnswerConfig(data=data, seed=seed, device=device)
+        configs.own, configs.answers = True, answers.smoke() if name == "smoke" else answers
+        configs.answers_dir = cache_root() / "answers"
+    return configs
