@@ -94,6 +94,7 @@ def mini_vlm(r: dict) -> str:
         "VQA by question type: "
         + ", ".join(f"{t.replace('_', ' ')} {pct(v['by_type'][t])}" for t in QTYPES)
         + f" ({v['steps']} training steps, {v['train_seconds'] / 60:.1f} min).",
+        *(["", v_note] if (v_note := r.get("vqa_note")) else []),
         "",
         "| captioning (Flickr8k, held-out images) | BLEU-4 | CIDEr-D | test perplexity (with / without pre-training) |",
         "|---|---|---|---|",
