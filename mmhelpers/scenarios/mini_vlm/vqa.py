@@ -68,6 +68,10 @@ __all__ = [
     "evaluate_vqa",
     "majority_baseline",
     "train_vqa",
+    "vqa_batches",
+    "vqa_fingerprint",
+    "vqa_loss",
+    "vqa_optimizer",
     "vqa_set",
 ]
 
@@ -434,7 +438,7 @@ def _batch_indices(step: int, n: int, batch: int, seed: int) -> Tensor:
     return perm[j * batch : (j + 1) * batch]
 
 
-def _optimizer(model: nn.Module, cfg: VQAConfig) -> torch.optim.AdamW:
+def vqa_optimizer(model: nn.Module, cfg: VQAConfig) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices and embeddings, none on biases and norms."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
@@ -447,6 +451,11 @@ def _optimizer(model: nn.Module, cfg: VQAConfig) -> torch.optim.AdamW:
 def _config_key(cfg: VQAConfig) -> dict[str, Any]:
     """The config fields that identify a run (a resume must match them)."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items() if k not in _RUN_ONLY}
+
+
+def vqa_fingerprint(cfg: VQAConfig, train: VQASet) -> dict[str, Any]:
+    """What identifies a VQA training run for the engine: the recipe's version, its config and its scenes."""
+    return {"recipe": f"vqa-{CHECKPOINT_VERSION}", "config": _config_key(cfg), "data": fingerprint(train.images)}
 
 
 def vqa_batches(train: VQASet, cfg: VQAConfig) -> Callable[[int], dict[str, Tensor]]:
@@ -487,16 +496,15 @@ def train_vqa(
     model = VQAModel(cfg)
     train = vqa_set(cfg.n_scenes_train, cfg.seed, cfg.size)
     model.slotter.init_prototypes(train.images[: cfg.init_scenes], seed=cfg.seed)  # a checkpoint overrides it
-    opt = _optimizer(model, cfg)
+    opt = vqa_optimizer(model, cfg)
     sched = warmup_cosine(opt, cfg.warmup_steps, cfg.steps)
     val = vqa_set(cfg.n_scenes_val, cfg.seed + 1, cfg.size)
     fit_cfg = FitConfig(steps=cfg.steps, grad_clip=cfg.grad_clip, precision=cfg.precision, device=cfg.device,
                         eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every, progress=progress,
                         desc=f"VQA ({cfg.mode})")  # fmt: skip
-    ident = {"recipe": f"vqa-{CHECKPOINT_VERSION}", "config": _config_key(cfg), "data": fingerprint(train.images)}
     h = fit(model, opt, vqa_batches(train, cfg), vqa_loss, fit_cfg, scheduler=sched,
-            evaluate=lambda m: evaluate_vqa(m, val), run_dir=checkpoint_dir, resume=resume, fingerprint=ident,
-            stop_at=max_steps)  # fmt: skip
+            evaluate=lambda m: evaluate_vqa(m, val), run_dir=checkpoint_dir, resume=resume,
+            fingerprint=vqa_fingerprint(cfg, train), stop_at=max_steps)  # fmt: skip
     history = VQAHistory(loss=h.loss, lr=h.lr, eval_steps=[e["step"] for e in h.evals],
                          val=[{k: v for k, v in e.items() if k != "step"} for e in h.evals], seconds=h.seconds)  # fmt: skip
     test = evaluate_vqa(model, vqa_set(cfg.n_scenes_test, cfg.test_seed, cfg.size))
