@@ -37,6 +37,7 @@ from mmhelpers.engine import FitConfig, History, fit, warmup_cosine
 from mmhelpers.errors import DataError
 from mmhelpers.features import fingerprint
 from mmhelpers.generate import generate
+from mmhelpers.scenarios.mini_vlm.captioning import caption_loss, epoch_batch
 from mmhelpers.scenarios.mini_vlm.own_data import llava_file, split_by_image
 from mmhelpers.vlm import MiniVLM, VLMConfig
 
@@ -207,21 +208,17 @@ def answer_batches(
 
     ``image_rows[i]`` is the row of ``feats`` (N, P, 1280) holding example ``i``'s image.
     """
-    n = len(inputs)
-    size = min(cfg.batch_size, n)
-    per_epoch = max(1, n // size)
+    size = min(cfg.batch_size, len(inputs))
 
     def batch(step: int) -> dict[str, Tensor]:
-        epoch, k = divmod(step, per_epoch)
-        pick = np.random.default_rng([cfg.seed, epoch]).permutation(n)[k * size : (k + 1) * size]
+        pick = epoch_batch(len(inputs), size, step, cfg.seed)
         return {"idx": inputs[pick], "targets": targets[pick], "visual": feats[image_rows[pick]]}
 
     return batch
 
 
-def answer_loss(model: torch.nn.Module, batch: dict[str, Tensor]) -> Tensor:
-    """The engine's loss: cross-entropy of the answer tokens (the question's positions are -100)."""
-    return model(batch["idx"], batch["visual"], batch["targets"])[1]
+# The engine's loss: next-token cross-entropy where targets != -100, i.e. the answer tokens only (the captioner's).
+answer_loss = caption_loss
 
 
 def answer_fingerprint(cfg: AnswerConfig, inputs: Tensor, feats: Tensor) -> dict[str, object]:

@@ -61,6 +61,8 @@ __all__ = [
     "image_features",
     "grid_features",
     "build_model",
+    "epoch_batch",
+    "caption_loss",
     "pretrain_lm",
     "finetune",
     "perplexity",
@@ -310,7 +312,7 @@ def _shift(ids: Tensor) -> tuple[Tensor, Tensor]:
     return idx, targets
 
 
-def _epoch_batch(n: int, batch_size: int, step: int, seed: int) -> np.ndarray:
+def epoch_batch(n: int, batch_size: int, step: int, seed: int) -> np.ndarray:
     """Indices of batch ``step``: epochs are seeded permutations, so any step can be rebuilt on resume."""
     per_epoch = max(1, n // batch_size)
     epoch, k = divmod(step, per_epoch)
@@ -325,7 +327,7 @@ def _run_key(cfg: CaptionConfig, stage: str, **extra: Any) -> str:
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _caption_loss(model: torch.nn.Module, batch: dict[str, Any]) -> Tensor:
+def caption_loss(model: torch.nn.Module, batch: dict[str, Any]) -> Tensor:
     """The engine's loss: next-token cross-entropy of the captions (with their images' tokens, if any)."""
     return model(batch["idx"], batch.get("visual"), batch["targets"])[1]
 
@@ -353,7 +355,7 @@ def _train(
     sched = warmup_cosine(opt, cfg.warmup_steps, steps, cfg.min_lr_factor)
     fit_cfg = FitConfig(steps=steps, grad_clip=1.0, precision=cfg.precision, device=cfg.device,
                         checkpoint_every=cfg.checkpoint_every, progress=progress, desc=desc)  # fmt: skip
-    hist = fit(model, opt, batch_fn, _caption_loss, fit_cfg, scheduler=sched, run_dir=run_dir, resume=resume,
+    hist = fit(model, opt, batch_fn, caption_loss, fit_cfg, scheduler=sched, run_dir=run_dir, resume=resume,
                fingerprint={"recipe": "captioning-2", "key": key}, stop_at=stop_at)  # fmt: skip
     return hist.loss
 
@@ -373,7 +375,7 @@ def pretrain_lm(
     B = min(cfg.pretrain_batch_size, len(ids))
 
     def batch(step: int) -> dict[str, Tensor]:
-        idx, targets = _shift(ids[_epoch_batch(len(ids), B, step, cfg.seed)])
+        idx, targets = _shift(ids[epoch_batch(len(ids), B, step, cfg.seed)])
         return {"idx": idx, "targets": targets}
 
     key = _run_key(cfg, "pretrain", corpus=fingerprint(list(corpus)), vocab=tokenizer.vocab_size)
@@ -407,7 +409,7 @@ def finetune(
     B = min(cfg.finetune_batch_size, len(ids))
 
     def batch(step: int) -> dict[str, Tensor]:
-        pick = _epoch_batch(len(ids), B, step, cfg.seed + 1)
+        pick = epoch_batch(len(ids), B, step, cfg.seed + 1)
         idx, targets = _shift(ids[pick])
         return {"idx": idx, "targets": targets, "visual": feats[rows[pick]]}
 
