@@ -1,5 +1,6 @@
 # The cookbook's task runner. Two commands matter (README "Quickstart"):
-#   make notebooks   set up .venv if needed, then execute every notebook on the embedded defaults
+#   make notebooks   set up .venv if needed, then execute every notebook on the embedded defaults,
+#                    and build the site of the executed notebooks (build/site/index.html)
 #   make test        set up .venv if needed, then run the whole test suite
 # Setup is idempotent: .venv is (re)installed only when pyproject.toml changed.
 
@@ -12,18 +13,23 @@ PIP_FLAGS ?= --quiet --progress-bar off
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -ec
 
-.PHONY: setup notebooks test lint clean-build
+.PHONY: setup notebooks site test lint clean-build
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) -e ".[dev]" 2>&1 | { grep -v "^WARNING: Location" || true; }
+	@# JupyterLab settings of this environment: no "official Jupyter news?" pop-up over the first notebook
+	install -D -m 644 scripts/jupyterlab-overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
 	$(PY) -c "import mmhelpers, torch, torchaudio, torchvision, transformers, papermill; print('setup ok: torch', torch.__version__)"
 	@touch $(STAMP)
 
 notebooks: setup
 	$(PY) -m mmhelpers.run_notebooks $(ARGS)
+
+site: setup
+	$(PY) -m mmhelpers.site
 
 test: setup
 	$(PY) -m pytest $(ARGS)

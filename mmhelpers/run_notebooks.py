@@ -4,8 +4,10 @@
     python -m mmhelpers.run_notebooks --smoke         # every notebook with SMOKE=True (what the tests use)
     python -m mmhelpers.run_notebooks --only 00_ -p DATA real
 
-Executed copies go to build/executed/, each notebook's metrics JSON to build/metrics/,
-and a summary (time, status and metrics per notebook) to build/summary.json.
+Executed copies go to build/executed/ (build/executed-real/ with ``-p DATA real``, build/executed-own/
+with your folder, build/executed-smoke/ with --smoke), each notebook's metrics JSON to build/metrics/,
+and a summary (time, status and metrics per notebook) to build/summary.json. Then the site is built
+from the executed copies (``mmhelpers.site``: build/site/index.html), unless --no-site.
 """
 
 from __future__ import annotations
@@ -36,6 +38,17 @@ def notebook_id(path: Path) -> str:
     return "__".join(path.relative_to(NOTEBOOK_DIR).with_suffix("").parts)
 
 
+def executed_dir(parameters: dict[str, Any] | None = None) -> Path:
+    """Where executed copies go, by what they ran on, so a smoke or own-data run never replaces the site's copies."""
+    parameters = parameters or {}
+    data = parameters.get("DATA", "embedded")
+    if parameters.get("SMOKE"):
+        return build_dir() / "executed-smoke"
+    if data == "real":
+        return build_dir() / "executed-real"
+    return build_dir() / ("executed" if data == "embedded" else "executed-own")
+
+
 def check_executed(nb: dict[str, Any], path: Path) -> None:
     """Fail a notebook that ran nothing: every non-empty code cell must have an execution count."""
     code = [c for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).strip()]
@@ -57,7 +70,7 @@ def execute(path: Path, parameters: dict[str, Any] | None = None, out_dir: Path 
     import papermill
 
     nid = notebook_id(path)
-    out_dir = out_dir or build_dir() / "executed"
+    out_dir = out_dir or executed_dir(parameters)
     metrics_json = metrics_json or build_dir() / "metrics" / f"{nid}.json"
     metrics_json.unlink(missing_ok=True)
     out_path = out_dir / path.relative_to(NOTEBOOK_DIR)
@@ -106,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                     help="set a notebook parameter (Python literal), e.g. -p DATA real")  # fmt: skip
     ap.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
+    ap.add_argument("--no-site", action="store_true", help="do not build the site (build/site) afterwards")
     args = ap.parse_args(argv)
     params: dict[str, Any] = {k: _parse_value(v) for k, v in args.p}
     if args.smoke:
@@ -132,7 +146,14 @@ def main(argv: list[str] | None = None) -> int:
     _stamp_results(summary)
     out = write_json(build_dir() / "summary.json", summary)
     print(f"\n{len(notebooks) - failed}/{len(notebooks)} notebooks ran; executed copies in "
-          f"{build_dir() / 'executed'}; summary in {out}")  # fmt: skip
+          f"{executed_dir(params)}; summary in {out}")  # fmt: skip
+    if not args.no_site:
+        from mmhelpers import site
+
+        start = time.perf_counter()
+        index = site.build()
+        print(f"site built in {time.perf_counter() - start:.0f} s ({site.size_mb(index.parent):.1f} MB): "
+              f"open {index.relative_to(REPO_ROOT) if index.is_relative_to(REPO_ROOT) else index} in a browser")  # fmt: skip
     return 1 if failed else 0
 
 

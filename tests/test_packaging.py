@@ -195,11 +195,8 @@ def test_ruff_is_clean():
 
 def test_readme_results_tables_come_from_the_results_files():
     """Every results/<scenario>.json with a renderer has its table in README.md, exactly as rendered."""
-    import importlib.util
+    from mmhelpers import results_tables as module
 
-    spec = importlib.util.spec_from_file_location("results_table", ROOT / "scripts" / "results_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     readme = (ROOT / "README.md").read_text()
     for name in module.RENDERERS:
         path = ROOT / "results" / f"{name}.json"

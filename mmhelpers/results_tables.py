@@ -1,0 +1,147 @@
+"""The results tables of the README and the site, rendered from the committed results/<scenario>.json files.
+
+    python scripts/results_table.py            # print every scenario's table
+    python scripts/results_table.py --write    # rewrite the marked blocks in README.md
+
+Each table sits in README.md between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->``;
+tests/test_packaging.py checks that the README matches the JSON files, and ``mmhelpers.site`` puts
+the same tables on the site's landing page.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+from mmhelpers.paths import REPO_ROOT as ROOT
+
+QTYPES = ("shape", "horizontal", "vertical", "closest_color", "furthest_shape", "count")  # as in sort_of_clevr
+
+
+def runtime(r: dict) -> str:
+    """The full run's wall time, and why it is long when the machine was busy (``runtime_note``)."""
+    text = f"Full run: {r.get('runtime_s', float('nan')) / 60:.1f} min on 2 CPU cores"
+    return text + f" ({r['runtime_note']})" if r.get("runtime_note") else text
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def av_digits(r: dict) -> str:
+    """The audio-visual digits table: protocols x models, plus the missing-modality line."""
+    rows = [
+        "| protocol | image only | audio only | best fusion (method) | target |",
+        "|---|---|---|---|---|",
+    ]
+    targets = {
+        "official": "image >= 98, audio >= 98, fusion >= 99.5",
+        "speaker_independent": "audio mean >= 88, fusion >= best unimodal",
+        "hard": "fusion >= best unimodal + 15",
+    }
+    for p in ("official", "speaker_independent", "hard"):
+        s = r[p]
+        extra = f"; worst speaker, audio: {pct(s['worst_speaker_audio'])}" if "worst_speaker_audio" in s else ""
+        rows.append(
+            f"| {p} | {pct(s['image'])} | {pct(s['audio'])}{extra} | {pct(s['best_fusion'])} ({s['best_method']}) | {targets[p]} |"
+        )
+    mm = r["missing_modality"]
+    rows.append("")
+    rows.append(
+        f"Missing modality, chosen model `{r['chosen_model']}` on the official split: audio missing {pct(mm['audio_missing'])} "
+        f"(image-only model {pct(r['official']['image'])}), image missing {pct(mm['image_missing'])} "
+        f"(audio-only model {pct(r['official']['audio'])}). {runtime(r)}; "
+        f"reproduce with `{r['command']}`."
+    )
+    return "\n".join(rows)
+
+
+def image_text(r: dict) -> str:
+    """Retrieval both ways on the held-out Flickr8k images, the CCA baseline, and zero-shot Fashion-MNIST."""
+    rows = [
+        "| direction | R@1 | R@5 | R@10 | median rank | target |",
+        "|---|---|---|---|---|---|",
+        f"| text to image | {r['t2i']['R@1']:.3f} | {r['t2i']['R@5']:.3f} | {r['t2i']['R@10']:.3f} | "
+        f"{r['t2i']['median_rank']:g} | R@1 >= 0.33, R@5 >= 0.70 |",
+        f"| image to text | {r['i2t']['R@1']:.3f} | {r['i2t']['R@5']:.3f} | {r['i2t']['R@10']:.3f} | "
+        f"{r['i2t']['median_rank']:g} | reported |",
+        "",
+        f"Baselines on the same frozen features, text to image R@5: CCA {r['cca_t2i_R@5']:.3f}, untrained "
+        f"(random) projection {r['random_projection_t2i_R@5']:.3f}, chance 0.05.",
+    ]
+    z = r["zero_shot"]
+    rows.append("")
+    rows.append(
+        f"Zero-shot Fashion-MNIST ({r['n_zero_shot_images']} test images, prompt ensemble): 10-way {pct(z['all_10way'])}% "
+        f"(chance 10%, 1-shot linear probe {pct(z['linear_probe_1shot'])}%); seen classes ({', '.join(r['seen_classes'])}) "
+        f"{pct(z['seen'])}% among themselves; unseen classes ({', '.join(r['unseen_classes'])}) {pct(z['unseen'])}% "
+        f"(chance {pct(z['chance_unseen'])}%, 1-shot probe {pct(z['linear_probe_1shot_unseen'])}%). "
+        f"{runtime(r)}; reproduce with `{r['command']}`."
+    )
+    return "\n".join(rows)
+
+
+def mini_vlm(r: dict) -> str:
+    """VQA by question family against the baselines, captions against nearest neighbour, perplexity, KV cache."""
+    v, c, k = r["vqa"], r["caption"], r["kv_cache"]
+    rows = [
+        "| VQA (Sort-of-CLEVR, test scenes) | non-relational | relational | target |",
+        "|---|---|---|---|",
+        f"| mini VLM | {pct(v['non_relational'])} | {pct(v['relational'])} | >= 98 / >= 92 |",
+        f"| question only | {pct(v['question_only_non_relational'])} | {pct(v['question_only_relational'])} | near chance |",
+        f"| image only | {pct(v['image_only_non_relational'])} | {pct(v['image_only_relational'])} | reported |",
+        "",
+        "VQA by question type: "
+        + ", ".join(f"{t.replace('_', ' ')} {pct(v['by_type'][t])}" for t in QTYPES)
+        + f" ({v['steps']} training steps, {v['train_seconds'] / 60:.1f} min).",
+        *(["", v_note] if (v_note := r.get("vqa_note")) else []),
+        "",
+        "| captioning (Flickr8k, held-out images) | BLEU-4 | CIDEr-D | test perplexity (with / without pre-training) |",
+        "|---|---|---|---|",
+    ]
+    for name, d in r["fusion_designs"].items():
+        rows.append(
+            f"| {name} fusion ({d['parameters'] / 1e6:.2f} M parameters) | {d['bleu4']:.3f} | {d['cider']:.3f} | "
+            f"{d['ppl_with_pretraining']:.1f} / {d['ppl_without_pretraining']:.1f} |"
+        )
+    rows.append(f"| nearest-neighbour caption | {c['nn_bleu4']:.3f} | {c['nn_cider']:.3f} | |")
+    rows.append("")
+    rows.append(
+        f"Headline ({c['chosen_fusion']} fusion): BLEU-4 {c['bleu4']:.3f} and CIDEr-D {c['cider']:.3f} against the "
+        f"nearest neighbour's {c['nn_bleu4']:.3f} and {c['nn_cider']:.3f}; pre-training lowers test perplexity from "
+        f"{c['ppl_without_pretraining']:.1f} to {c['ppl_with_pretraining']:.1f}. KV-cached generation gives identical "
+        f"tokens: {k['identical']}, {k['speedup']:.1f}x faster. {runtime(r)}; "
+        f"reproduce with `{r['command']}`."
+    )
+    return "\n".join(rows)
+
+
+RENDERERS = {"av_digits": av_digits, "image_text": image_text, "mini_vlm": mini_vlm}
+
+
+def render(name: str) -> str:
+    return RENDERERS[name](json.loads((ROOT / "results" / f"{name}.json").read_text()))
+
+
+def available() -> list[str]:
+    """The scenarios that have a committed results file, in the README's order."""
+    return [name for name in RENDERERS if (ROOT / "results" / f"{name}.json").exists()]
+
+
+def main() -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    for name in available():
+        table = render(name)
+        if "--write" in sys.argv:
+            pattern = re.compile(rf"(<!-- results:{name} -->\n).*?(\n<!-- /results:{name} -->)", re.S)
+            text = pattern.sub(lambda m, t=table: m.group(1) + t + m.group(2), text)
+        else:
+            print(f"## {name}\n{table}\n")
+    if "--write" in sys.argv:
+        readme.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
