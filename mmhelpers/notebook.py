@@ -31,9 +31,11 @@ def metrics_path(name: str, given: str | None = None) -> Path:
     return build_dir() / "metrics" / f"{name}.json"
 
 
-def save_metrics(path: str | Path, metrics: dict[str, Any], **context: Any) -> Path:
-    """Write a notebook's key figures (plus context such as data source and parameters) as JSON."""
+def save_metrics(path: str | Path, metrics: dict[str, Any], **context: Any) -> None:
+    """Write a notebook's key figures (plus context such as data source and parameters) as JSON, and say where.
+
+    Returns nothing, so a notebook's last cell prints the path once instead of echoing it as its value.
+    """
     record = {**metrics, "_context": {**context, "written": time.strftime("%Y-%m-%dT%H:%M:%S")}}
     out = write_json(path, record)
     print(f"metrics -> {out}")
-    return out

@@ -285,7 +285,7 @@ from pathlib import Path
 
 project = "Multimodal Cookbook"
 author = "the Multimodal Cookbook authors"
-extensions = ["myst_nb"]
+extensions = ["myst_nb", "sphinx.ext.githubpages"]  # githubpages: .nojekyll, so GitHub Pages serves _static/
 html_theme = "furo"
 html_title = "Multimodal Cookbook"
 html_favicon = "favicon.png"
