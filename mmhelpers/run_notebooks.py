@@ -151,7 +151,11 @@ def main(argv: list[str] | None = None) -> int:
         from mmhelpers import site
 
         start = time.perf_counter()
-        index = site.build()
+        try:
+            index = site.build()
+        except Exception as e:  # the notebooks' results stand; say why there is no site
+            print(f"site not built: {type(e).__name__}: {e}", file=sys.stderr)
+            return 1
         print(f"site built in {time.perf_counter() - start:.0f} s ({site.size_mb(index.parent):.1f} MB): "
               f"open {index.relative_to(REPO_ROOT) if index.is_relative_to(REPO_ROOT) else index} in a browser")  # fmt: skip
     return 1 if failed else 0

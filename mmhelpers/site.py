@@ -221,17 +221,6 @@ def clean_notebook(nb: nbformat.NotebookNode, path: Path) -> nbformat.NotebookNo
 # ---------------------------------------------------------------------------------------------- pages
 
 
-def _title(nb_path: Path) -> str:
-    """A notebook's first heading, or its file name."""
-    nb = nbformat.read(nb_path, as_version=4)
-    for cell in nb.cells:
-        if cell.cell_type == "markdown":
-            m = re.search(r"^#\s+(.+)$", cell.source, re.M)
-            if m:
-                return m.group(1).strip()
-    return nb_path.stem.replace("_", " ")
-
-
 def landing_page(pages: dict[str, Path | None], notes: dict[str, str]) -> str:
     """index.md: what the cookbook is, the notebook map (scenario x stage), and the results tables."""
     from mmhelpers import results_tables

@@ -23,6 +23,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -33,6 +34,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from mmhelpers import site
@@ -42,9 +44,10 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-# one notebook per scenario, run with its default parameters (embedded data): about 15 s each on 2 cores
+# one notebook per scenario, run with its default parameters (embedded data): 10-25 s each on 2 cores;
+# the first has formulas, so the site's MathJax is checked too
 LAB_NOTEBOOKS = (
-    "00_foundations/02_tensors_and_features.ipynb",
+    "00_foundations/01_attention_from_scratch.ipynb",
     "01_av_digits/01_representation.ipynb",
     "02_image_text/01_representation.ipynb",
     "03_mini_vlm/01_representation.ipynb",
@@ -66,15 +69,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_for(condition, timeout: float, what: str, interval: float = 0.5):
-    """Poll ``condition()`` until it returns something truthy; fail naming ``what`` after ``timeout`` seconds."""
+def _wait_for(condition, timeout: float, what: str, interval: float = 0.5, fail: bool = True):
+    """Poll ``condition()`` until it returns something truthy; after ``timeout`` seconds fail naming ``what`` (or return None)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         value = condition()
         if value:
             return value
         time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+    if fail:
+        pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+    return None
 
 
 def _pid_gone(pid: int) -> bool:
@@ -104,12 +109,14 @@ def browser() -> Iterator:
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     service = Service(CHROMEDRIVER)
     driver = webdriver.Chrome(service=service, options=options)
-    driver_pid = service.process.pid
+    pids = [service.process.pid] + [p.pid for p in psutil.Process(service.process.pid).children(recursive=True)]
     try:
         yield driver
     finally:
         driver.quit()
-        _wait_for(lambda: _pid_gone(driver_pid), 20, f"chromedriver (pid {driver_pid}) to exit")
+        for pid in pids:  # chromedriver and every Chromium process it started
+            if not _wait_for(lambda pid=pid: _pid_gone(pid), 20, f"browser process {pid} to exit", fail=False):
+                os.kill(pid, signal.SIGKILL)
 
 
 # ---------------------------------------------------------------------------------------------- JupyterLab
@@ -227,9 +234,18 @@ def test_notebook_runs_in_jupyterlab(lab_run: dict, rel: str):
     assert not errors, f"{rel}: {errors[0]['ename']}: {errors[0]['evalue']}"
     figures = [o for c in code for o in c["outputs"] if "image/png" in o.get("data", {})]
     assert figures, f"{rel} drew no figure in Lab"
+    text = json.dumps([c["outputs"] for c in code])
+    assert "IProgress not found" not in text, "tqdm.auto fell back to text bars: ipywidgets is missing"
 
 
 # ---------------------------------------------------------------------------------------------- the site
+
+
+class _QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        """The browser dropping a connection it no longer needs (BrokenPipe, reset) is not an error of the site."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 @pytest.fixture(scope="module")
@@ -239,7 +255,7 @@ def site_server(lab_run: dict, tmp_path_factory: pytest.TempPathFactory) -> Iter
     index = site.build(out, [lab_run["root"]])
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(index.parent))
     handler.log_message = lambda *args: None  # type: ignore[method-assign]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = _QuietServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", index.parent
@@ -263,6 +279,9 @@ def test_site_pages_load_with_their_figures_and_links(browser, site_server: tupl
             "return Array.from(document.querySelectorAll('article img')).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])"
         )
         assert all(done and width > 0 for _, done, width in images), f"{page}: broken images {images}"
+        if page.startswith("00_foundations/01"):  # MathJax (shipped with the site) typeset the formulas
+            _wait_for(lambda: browser.execute_script("return document.querySelectorAll('mjx-container').length"),
+                      20, f"MathJax to typeset the formulas of {page}")  # fmt: skip
         if page != "index.html":
             assert len(images) >= 1, f"{page} shows no figure"
             assert "Executed in JupyterLab" in browser.page_source, f"{page} does not say how it was executed"
