@@ -240,16 +240,17 @@ def landing_page(pages: dict[str, Path | None], notes: dict[str, str]) -> str:
     by_scenario: dict[str, list[str]] = {}
     for rel in pages:
         by_scenario.setdefault(rel.split("/")[0], []).append(rel)
+    width = max(len(rels) for rels in by_scenario.values())
+    heads = [f"{i + 1:02d} {STAGES[i]}" if i < len(STAGES) else f"{i + 1:02d}" for i in range(width)]
+    lines += ["| scenario | " + " | ".join(heads) + " |", "|---" * (width + 1) + "|"]
     for scenario, rels in by_scenario.items():
-        lines.append(f"**{scenario[:2]} · {scenario_title(scenario)}**")
-        lines.append("")
+        cells = []
         for rel in rels:
             name = Path(rel).stem.split("_", 1)[-1].replace("_", " ")
-            if pages[rel] is None:
-                lines.append(f"- {Path(rel).stem[:2]} {name}: not executed yet (`make notebooks`)")
-            else:
-                lines.append(f"- [{Path(rel).stem[:2]} {name}]({rel}): {notes[rel]}")
-        lines.append("")
+            cells.append(f"[{name}]({rel}) ({notes[rel]})" if pages[rel] else f"{name}: not executed yet")
+        cells += [""] * (width - len(cells))
+        lines.append(f"| **{scenario[:2]} · {scenario_title(scenario)}** | " + " | ".join(cells) + " |")
+    lines += ["", "Each page says how, when and on which data its notebook was executed.", ""]
     lines += [
         "## Results",
         "",
@@ -341,10 +342,10 @@ def build(out: Path | None = None, sources: list[Path] | None = None, quiet: boo
         if src is None:
             continue
         nb = nbformat.read(src, as_version=4)
-        notes[rel] = provenance(nb, src).split(",")[0].replace("Executed ", "")
-        data = _parameter_defaults(nb) | nb.metadata.get("papermill", {}).get("parameters", {})
-        if "DATA" in data:
-            notes[rel] += f", data: {data['DATA']}"
+        pm = nb.metadata.get("papermill", {})
+        data = (_parameter_defaults(nb) | pm.get("parameters", {})).get("DATA")
+        when = pm.get("start_time", "")[:10] or "JupyterLab"
+        notes[rel] = f"{data} data, {when}" if data else when
         target = stage / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(clean_notebook(nb, src), target)

@@ -184,7 +184,8 @@ def test_build_renders_pages_with_figure_files_and_leaves_no_litter(tmp_path: Pa
     index = site.build(out, [src])
     assert index == out / "index.html"
     landing = index.read_text()
-    assert "01 attention from scratch" in landing and "not executed yet" in landing  # the others
+    assert "attention from scratch" in landing and "not executed yet" in landing  # the others
+    assert "real data, 2026-12-01" in landing  # what and when, in the map
     assert "Results" in landing and "Audio-visual digits" in landing  # tables from results/*.json
     page = (out / REL).with_suffix(".html").read_text()
     assert "train: 100% | 20/20" in page and "UserWarning" not in page and "frame 3<" not in page
