@@ -91,6 +91,17 @@ def smollm2_folder() -> Path:
     return convert_gguf(smollm2_gguf(), out)
 
 
+def smollm2_tokenizer():
+    """SmolLM2's tokenizer (with its chat template): from the converted folder if there is one, else from the GGUF (7 s)."""
+    from transformers import AutoTokenizer
+
+    out = smollm2_cache_dir()
+    if all((out / name).is_file() for name in _CONVERTED):
+        return AutoTokenizer.from_pretrained(out)
+    gguf = smollm2_gguf()
+    return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+
+
 def resolve(name_or_path: str | Path = SMOLLM2) -> str:
     """The folder or hub name that ``from_pretrained`` gets: ``SMOLLM2`` means the offline copy."""
     return str(smollm2_folder()) if str(name_or_path) == SMOLLM2 else str(name_or_path)
