@@ -1,0 +1,105 @@
+"""The assistant's model, as LLaVA and nanoVLM build it: frozen image grid -> few visual tokens -> MLP -> a pretrained LM.
+
+    lm, tok = load_causal_lm()                       # SmolLM2-135M-Instruct (or tiny_llama in tests)
+    model = Assistant(lm, feat_dim=1280, side=4)     # a 7x7 EfficientNet grid pooled to 4x4 = 16 visual tokens
+    loss = model(**batch)                            # batch from chat.collate plus "grids" (B, 1280, 7, 7)
+
+The projector's outputs replace the embeddings at the ``<image>`` placeholders, so the LM reads the image as 16
+tokens inside its own chat template. The loss is next-token cross-entropy on the assistant's replies only, and the
+vocabulary projection (49,152 columns for SmolLM2) is computed at those positions only: on a CPU that is most of
+the saving. The LM stays frozen (stage 1 trains the projector alone); LoRA adapters (peft) or unfrozen top layers
+can train with it in stage 2. Checkpoints hold what trains (``state_dict`` leaves the frozen LM out), so a run's
+file is the projector's and adapters' size, not the LM's 517 MB.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .chat import IGNORE
+
+
+class Projector(nn.Module):
+    """Grid features (B, C, H, W) -> (B, side*side, d_model): adaptive average pooling, then a two-layer MLP."""
+
+    def __init__(self, feat_dim: int, d_model: int, side: int = 4, hidden: int | None = None):
+        super().__init__()
+        self.side = side
+        hidden = hidden or 2 * d_model
+        self.mlp = nn.Sequential(nn.Linear(feat_dim, hidden), nn.GELU(), nn.Linear(hidden, d_model))
+
+    @property
+    def n_tokens(self) -> int:
+        return self.side * self.side
+
+    def forward(self, grids: torch.Tensor) -> torch.Tensor:
+        pooled = F.adaptive_avg_pool2d(grids, self.side)  # (B, C, side, side)
+        return self.mlp(pooled.flatten(2).transpose(1, 2))  # (B, side*side, d_model)
+
+
+class Assistant(nn.Module):
+    """A pretrained causal LM that reads ``side*side`` projected visual tokens at its ``<image>`` placeholders."""
+
+    def __init__(self, lm: nn.Module, feat_dim: int, side: int = 4, freeze_lm: bool = True):
+        super().__init__()
+        self.lm = lm
+        self.projector = Projector(feat_dim, lm.config.hidden_size, side)
+        if freeze_lm:
+            lm.requires_grad_(False)
+
+    @property
+    def n_image_tokens(self) -> int:
+        return self.projector.n_tokens
+
+    def embed(self, input_ids: torch.Tensor, grids: torch.Tensor, image_positions: torch.Tensor) -> torch.Tensor:
+        """Token embeddings with the visual tokens written in at ``image_positions`` (B, n_image_tokens).
+
+        A batch without image tokens (text-only conversations, ``n_image_tokens=0``) is the LM's own embedding.
+        """
+        if image_positions.shape[1] == 0:
+            return self.lm.get_input_embeddings()(input_ids)
+        rows = torch.arange(len(input_ids), device=input_ids.device)[:, None].expand_as(image_positions)
+        # the <image> id may lie past the LM's table (the tokenizer grew by one, the frozen LM did not): look up
+        # any real token there instead; those rows are overwritten anyway
+        ids = input_ids.index_put((rows, image_positions), torch.zeros_like(image_positions))
+        emb = self.lm.get_input_embeddings()(ids)
+        visual = self.projector(grids.to(emb.dtype))
+        return emb.index_put((rows, image_positions), visual.to(emb.dtype))  # autocast may hand back bf16
+
+    def hidden(self, input_ids, attention_mask, grids, image_positions) -> torch.Tensor:
+        """The LM's last hidden states (B, L, d_model) for a batch with images."""
+        embeds = self.embed(input_ids, grids, image_positions)
+        return self.lm.model(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
+
+    def forward(self, input_ids, attention_mask, grids, image_positions, labels) -> torch.Tensor:
+        """Mean next-token cross-entropy over the assistant's reply tokens (positions whose label is not IGNORE)."""
+        h = self.hidden(input_ids, attention_mask, grids, image_positions)
+        targets = labels[:, 1:]
+        keep = targets != IGNORE  # position t predicts token t+1
+        logits = self.lm.lm_head(h[:, :-1][keep])  # (n_reply_tokens, vocab): the vocabulary only where it is scored
+        return F.cross_entropy(logits.float(), targets[keep])
+
+    # checkpoints: what trains, not the frozen LM
+    def _frozen_keys(self) -> set[str]:
+        named = self.lm.named_parameters(remove_duplicate=False)  # tied weights (lm_head = embeddings) under both names
+        return {f"lm.{name}" for name, p in named if not p.requires_grad}
+
+    def state_dict(self, *args, **kwargs):
+        state = super().state_dict(*args, **kwargs)
+        frozen = self._frozen_keys()
+        prefix = kwargs.get("prefix", "")
+        return type(state)((k, v) for k, v in state.items() if k.removeprefix(prefix) not in frozen)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        result = super().load_state_dict(state_dict, strict=False, assign=assign)
+        missing = set(result.missing_keys) - self._frozen_keys()
+        if strict and (missing or result.unexpected_keys):
+            raise RuntimeError(
+                f"Assistant checkpoint: missing {sorted(missing)[:5]}, unexpected {result.unexpected_keys[:5]}"
+            )
+        return result
+
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
