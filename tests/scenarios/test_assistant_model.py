@@ -28,7 +28,7 @@ def _batch(tok, side: int = 2, n: int = 6, seed: int = 0) -> dict[str, torch.Ten
     """
     g = torch.Generator().manual_seed(seed)
     which = torch.arange(n) % len(COLOURS)
-    codes = torch.randn(len(COLOURS), 8, generator=g)
+    codes = 2 * torch.linalg.qr(torch.randn(8, len(COLOURS), generator=g))[0].T  # orthogonal: easy to tell apart
     grids = codes[which][:, :, None, None].expand(n, 8, 5, 5).contiguous()
     examples = [encode_chat(tok, [("What colour is it?", COLOURS[int(c)])], side * side) for c in which]
     return {**collate(examples, pad_id=tok.pad_token_id), "grids": grids}
@@ -89,12 +89,14 @@ def test_through_the_engine_the_model_learns_what_the_image_says(tok):
     model.lm.requires_grad_(True)
     with torch.no_grad():
         before = model(**batch).item()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    fit(model, opt, lambda step: batch, lambda m, b: m(**b), FitConfig(steps=200, progress=False, device="cpu"))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    # fp32, 300 steps: every one of seeds 0-4 ends below 0.002 with 6/6 colours, on 1 and 2 threads
+    cfg = FitConfig(steps=300, precision="fp32", progress=False, device="cpu")
+    fit(model, opt, lambda step: batch, lambda m, b: m(**b), cfg)
     with torch.no_grad():
         after = model(**batch).item()
         h = model.hidden(batch["input_ids"], batch["attention_mask"], batch["grids"], batch["image_positions"])
-    assert after < 0.1 * before, (before, after)
+    assert after < 0.01 * before, (before, after)
     first = (batch["labels"][:, 1:] != IGNORE).int().argmax(1)  # the position that predicts the colour word
     predicted = model.lm.lm_head(h[torch.arange(len(h)), first]).argmax(-1)
     expected = batch["labels"][torch.arange(len(h)), first + 1]
