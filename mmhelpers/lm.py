@@ -73,7 +73,10 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
     try:
         plain.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        if out.exists():  # a half-finished folder from an older layout: replace it
+        if all((out / name).is_file() for name in _CONVERTED):  # another process finished first: keep its copy
+            shutil.rmtree(tmp)
+            return out
+        if out.exists():  # an incomplete folder (an older layout): replace it
             shutil.rmtree(out)
         os.replace(tmp, out)
     except BaseException:
