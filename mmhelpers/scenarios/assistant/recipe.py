@@ -52,6 +52,8 @@ __all__ = [
     "AssistantConfig",
     "AssistantRun",
     "prepare",
+    "load_lm",
+    "notebook_config",
     "image_grids",
     "add_lora",
     "train_stage",
@@ -153,7 +155,8 @@ def image_grids(images: Sequence[Path | np.ndarray], image_size: int, side: int,
     return F.adaptive_avg_pool2d(grid, side)
 
 
-def _load_lm(cfg: AssistantConfig):
+def load_lm(cfg: AssistantConfig):
+    """The config's causal LM and its tokenizer, with the image token added (and a pad token if it had none)."""
     if cfg.lm == TINY:
         tok = smollm2_tokenizer()
         add_image_token(tok)
@@ -169,7 +172,7 @@ def prepare(cfg: AssistantConfig, progress: bool = True, data: InstructionData |
     """Load the data (or take ``data``), the LM and tokenizer, the cached grids; build the (untrained) model."""
     data = data or load_instructions(cfg.data, cfg.seed, cfg.caption_split, cfg.scenes, cfg.questions_per_scene,
                                      cfg.digits)  # fmt: skip
-    lm, tok = _load_lm(cfg)
+    lm, tok = load_lm(cfg)
     grids = image_grids(data.images, cfg.image_size, cfg.side, progress)
     torch.manual_seed(cfg.seed)
     model = Assistant(lm, feat_dim=grids.shape[1], side=cfg.side, attention=cfg.attention)
@@ -372,3 +375,19 @@ def answer(run: AssistantRun, image_rows: Sequence[int] | Tensor, questions: Seq
             ids = _greedy(model, batch, max_new_tokens or run.cfg.max_new_tokens, stop, streamer)
             out += [tok.decode(r, skip_special_tokens=True).strip() for r in ids]
     return out
+
+
+def notebook_config(
+    data: str = "embedded", smoke: bool = False, seed: int = 0, device: str = "auto"
+) -> AssistantConfig:
+    """The notebooks' settings: ``smoke`` (a tiny random Llama, seconds); ``data="real"``: the full run
+    (SmolLM2, Flickr8k + Sort-of-CLEVR + MNIST); the embedded default or your folder: a short run on SmolLM2
+    (small images, a few hundred examples per task, about 3 minutes on 2 cores)."""
+    cfg = AssistantConfig(data=data, seed=seed, device=device)
+    if smoke:
+        return cfg.smoke()
+    if data == "real":
+        return cfg
+    return replace(cfg, image_size=128, caption_split=(200, 20, 20), scenes=(200, 10, 10), digits=(200, 20, 20),
+                   stage1_steps=60, stage1_batch_size=8, stage2_steps=80, stage2_batch_size=8, warmup_steps=10,
+                   max_new_tokens=20)  # fmt: skip
