@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from mmhelpers.data.llava_folder import llava_file, split_by_image
 from mmhelpers.errors import DataError
 from mmhelpers.scenarios.mini_vlm.answers import (
     AnswerConfig,
@@ -25,7 +26,6 @@ from mmhelpers.scenarios.mini_vlm.answers import (
     train_answers,
 )
 from mmhelpers.scenarios.mini_vlm.captioning import CaptionConfig, grid_features, load_caption_data
-from mmhelpers.scenarios.mini_vlm.own_data import llava_file, split_by_image
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

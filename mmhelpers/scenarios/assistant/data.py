@@ -16,7 +16,7 @@ Three tasks, as LLaVA mixes them, each split by image (no test image is ever tra
   10,000 digits) or scikit-learn's 1,797 digits (``embedded``).
 
 Your own data: a folder with ``captions.jsonl`` (stage 1 and the caption task) and optionally ``vqa.jsonl``
-(more instruction data for stage 2), the layout the mini VLM reads (see :mod:`~mmhelpers.scenarios.mini_vlm.own_data`),
+(more instruction data for stage 2), the layout the mini VLM reads (see :mod:`~mmhelpers.data.llava_folder`),
 so the same folder trains both.
 """
 
@@ -32,7 +32,7 @@ import numpy as np
 
 from mmhelpers.atomic import atomic_open
 from mmhelpers.data.folders import read_llava
-from mmhelpers.scenarios.mini_vlm.own_data import LLAVA_FILES, is_own_data, llava_file, split_by_image
+from mmhelpers.data.llava_folder import LLAVA_FILES, is_own_data, llava_file, split_by_image
 
 __all__ = [
     "CAPTION_PROMPT",
@@ -103,6 +103,27 @@ class InstructionData:
         for s in self.samples[split]:
             out[s.task] = out.get(s.task, 0) + 1
         return out
+
+
+def _caption_set(data: str, sizes: tuple[int, int, int], seed: int):
+    """Caption images, ids, captions, split and source: the Flickr8k subset split as the mini VLM splits it
+    (``CaptionedImages.split`` with the same sizes and seed), or generated scenes with 5 template captions each."""
+    if data == "real":
+        from mmhelpers.data.flickr8k import load_flickr8k
+
+        ds = load_flickr8k(progress=False)
+        splits = dict(zip(SPLITS, ds.split(sizes, seed=seed), strict=True))
+        return list(ds.image_paths), [p.name for p in ds.image_paths], ds.captions, splits, ds.source
+    from mmhelpers.data.sort_of_clevr import make_scenes, render_scene, scene_captions
+
+    n = sum(sizes)
+    scenes = make_scenes(n, seed)
+    perm = np.random.default_rng(seed).permutation(n)
+    bounds = np.cumsum((0, *sizes))
+    splits = {name: np.sort(perm[a:b]) for name, a, b in zip(SPLITS, bounds[:-1], bounds[1:], strict=True)}
+    return ([render_scene(s) for s in scenes], [f"scene{i:05d}" for i in range(n)],
+            [scene_captions(s, n=5, seed=seed) for s in scenes], splits,
+            f"embedded: {n} generated Sort-of-CLEVR scenes (64 px), 5 template captions each")  # fmt: skip
 
 
 def _add_captions(data: InstructionData, captions: Sequence[Sequence[str]], splits: dict[str, np.ndarray],
@@ -215,18 +236,16 @@ def load_instructions(data: str | Path = "real", seed: int = 0, caption_split: t
     """
     if is_own_data(data):
         return _load_own(data, seed)
-    from mmhelpers.scenarios.mini_vlm.captioning import CaptionConfig, load_caption_data
-
-    caps = load_caption_data(CaptionConfig(data=str(data), seed=seed, split=caption_split, n_lm_scenes=0))
-    out = InstructionData(list(caps.images), list(caps.image_ids), {s: [] for s in SPLITS}, {}, "")
-    _add_captions(out, caps.captions, caps.splits, 0, seed)
+    images, ids, captions, splits, source = _caption_set(str(data), caption_split, seed)
+    out = InstructionData(images, ids, {s: [] for s in SPLITS}, {}, "")
+    _add_captions(out, captions, splits, 0, seed)
     if sum(scenes):
         _add_scenes(out, scenes, questions_per_scene, seed)
     if sum(digits):
         _add_digits(out, data == "real", digits, seed)
     counts = {s: out.tasks(s) for s in SPLITS}
     out.source = (
-        f"{caps.source.split(';')[0]}; Sort-of-CLEVR scenes; "
+        f"{source}; Sort-of-CLEVR scenes; "
         + ("MNIST test digits" if data == "real" else "scikit-learn digits")
         + f"; examples by split and task: {counts}"
     )

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from mmhelpers.caption_metrics import caption_scores, nearest_neighbour_captions
+from mmhelpers.image_grids import pooled_grids
 from mmhelpers.scenarios.assistant.data import CAPTION_PROMPT, Sample, answer_in_format
-from mmhelpers.scenarios.assistant.recipe import AssistantRun, answer, image_grids
+from mmhelpers.scenarios.assistant.recipe import AssistantRun, answer
 
 __all__ = [
     "evaluate_captions",
@@ -104,7 +105,7 @@ def chat(run: AssistantRun, image: str | Path | np.ndarray | int, question: str,
     it is generated (transformers' ``TextStreamer``) and returned."""
     from transformers import TextStreamer
 
-    grids = run.grids[[image]] if isinstance(image, int) else image_grids([image], run.cfg.image_size, run.cfg.side,
+    grids = run.grids[[image]] if isinstance(image, int) else pooled_grids([image], run.cfg.image_size, run.cfg.side,
                                                                           progress=False)  # fmt: skip
     streamer = TextStreamer(run.tokenizer, skip_prompt=True, skip_special_tokens=True) if stream else None
     return answer(run, grids, [question], max_new_tokens=max_new_tokens, streamer=streamer)[0]
@@ -149,8 +150,3 @@ def reply_latency(run: AssistantRun, image_rows: Sequence[int], question: str, m
             times.append(time.perf_counter() - start)
             tokens.append(len(run.tokenizer(text, add_special_tokens=False)["input_ids"]) + 1)
     return {"seconds_per_reply": float(np.median(times)), "tokens_per_second": float(np.sum(tokens) / np.sum(times))}
-
-
-def grids_of(images: Sequence[str | Path | np.ndarray], run: AssistantRun) -> Tensor:
-    """Pooled grids of your own images at the run's settings (what :func:`answer` takes instead of rows)."""
-    return image_grids(list(images), run.cfg.image_size, run.cfg.side, progress=False)

@@ -36,12 +36,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from mmhelpers.engine import FitConfig, History, eval_mode, fit, warmup_cosine
 from mmhelpers.features import fingerprint
+from mmhelpers.image_grids import pooled_grids
 from mmhelpers.lm import SMOLLM2, load_causal_lm, smollm2_tokenizer, tiny_llama
 from mmhelpers.precision import autocast, resolve_precision
 from mmhelpers.scenarios.assistant.chat import EncodedChat, add_image_token, collate, encode_chat, encode_prompt
@@ -54,7 +54,6 @@ __all__ = [
     "prepare",
     "load_lm",
     "notebook_config",
-    "image_grids",
     "add_lora",
     "train_stage",
     "reply_loss",
@@ -144,17 +143,6 @@ class AssistantRun:
         return self.model.n_image_tokens
 
 
-def image_grids(images: Sequence[Path | np.ndarray], image_size: int, side: int, progress: bool = True) -> Tensor:
-    """EfficientNet-Lite0 grids of ``images`` (cached by content), average-pooled to (N, 1280, side, side)."""
-    from mmhelpers.scenarios.mini_vlm.captioning import grid_features
-
-    tokens = grid_features(list(images), image_size, progress)  # (N, h*w, 1280)
-    n, cells, dim = tokens.shape
-    h = int(round(cells**0.5))
-    grid = tokens.transpose(1, 2).reshape(n, dim, h, h).float()
-    return F.adaptive_avg_pool2d(grid, side)
-
-
 def load_lm(cfg: AssistantConfig):
     """The config's causal LM and its tokenizer, with the image token added (and a pad token if it had none)."""
     if cfg.lm == TINY:
@@ -173,7 +161,7 @@ def prepare(cfg: AssistantConfig, progress: bool = True, data: InstructionData |
     data = data or load_instructions(cfg.data, cfg.seed, cfg.caption_split, cfg.scenes, cfg.questions_per_scene,
                                      cfg.digits)  # fmt: skip
     lm, tok = load_lm(cfg)
-    grids = image_grids(data.images, cfg.image_size, cfg.side, progress)
+    grids = pooled_grids(data.images, cfg.image_size, cfg.side, progress)
     torch.manual_seed(cfg.seed)
     model = Assistant(lm, feat_dim=grids.shape[1], side=cfg.side, attention=cfg.attention)
     n = model.n_image_tokens
@@ -353,7 +341,7 @@ def answer(run: AssistantRun, image_rows: Sequence[int] | Tensor, questions: Seq
            max_new_tokens: int | None = None, batch_size: int | None = None, streamer=None,
            progress: bool = False) -> list[str]:  # fmt: skip
     """Greedy replies to ``questions[k]`` about image ``image_rows[k]`` (a row of ``run.grids``, or grids
-    (N, C, h, w) of your own images from :func:`image_grids`). ``streamer`` (batch of one): transformers'
+    (N, C, h, w) of your own images from :func:`mmhelpers.image_grids.pooled_grids`). ``streamer`` (batch of one): transformers'
     ``TextStreamer``/``TextIteratorStreamer``, fed token by token."""
     model, tok = run.model, run.tokenizer
     grids = image_rows if isinstance(image_rows, Tensor) else run.grids[list(image_rows)]

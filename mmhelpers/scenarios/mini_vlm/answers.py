@@ -2,7 +2,7 @@
 
 The Sort-of-CLEVR recipe (:mod:`~mmhelpers.scenarios.mini_vlm.vqa`) is built for its scenes (colour slots, 36
 fixed questions). This one takes any images and any questions, as LLaVA does: a ``vqa.jsonl`` of
-records with question/answer turns (see :mod:`~mmhelpers.scenarios.mini_vlm.own_data`).
+records with question/answer turns (see :mod:`~mmhelpers.data.llava_folder`).
 
 1. :func:`load_answer_data`: every (question, answer) turn becomes an example of its record's image; images are
    split 80/10/10 (an image's questions all go to one split); a record's ``type`` field, if any, names the
@@ -33,12 +33,12 @@ from torch import Tensor
 
 from mmhelpers.caption_tokenizer import CaptionTokenizer, caption_words, train_caption_tokenizer
 from mmhelpers.data.folders import read_llava
+from mmhelpers.data.llava_folder import llava_file, split_by_image
 from mmhelpers.engine import FitConfig, History, fit, warmup_cosine
 from mmhelpers.errors import DataError
 from mmhelpers.features import fingerprint
 from mmhelpers.generate import generate
 from mmhelpers.scenarios.mini_vlm.captioning import caption_loss, epoch_batch
-from mmhelpers.scenarios.mini_vlm.own_data import llava_file, split_by_image
 from mmhelpers.vlm import MiniVLM, VLMConfig
 
 __all__ = [

@@ -7,7 +7,7 @@
    captions each; the LM corpus is the captions of the training scenes plus those of further scenes that
    are never rendered. The toy captions name colours, shapes, positions and counts, so they can only be
    right by looking at the image, and a small model learns them in seconds. A path: your own images and
-   captions (``captions.jsonl`` in LLaVA's format, see :mod:`~mmhelpers.scenarios.mini_vlm.own_data`), split
+   captions (``captions.jsonl`` in LLaVA's format, see :mod:`~mmhelpers.data.llava_folder`), split
    80/10/10 by image; the LM corpus is the training images' captions.
 2. A word-level tokenizer trained on the LM corpus (so it never sees a val or test caption).
 3. Frozen EfficientNet-Lite0 grid features (:func:`image_features`), one visual token per cell (7x7 at
@@ -44,13 +44,13 @@ from tqdm.auto import tqdm
 from mmhelpers.caption_metrics import caption_scores, most_frequent_caption, nearest_neighbour_captions
 from mmhelpers.caption_tokenizer import CaptionTokenizer, train_caption_tokenizer
 from mmhelpers.data.folders import read_llava
+from mmhelpers.data.llava_folder import is_own_data, llava_file, split_by_image
 from mmhelpers.engine import FitConfig, fit, warmup_cosine
-from mmhelpers.features import extract_features, fingerprint
+from mmhelpers.features import fingerprint
 from mmhelpers.generate import generate
-from mmhelpers.image import resize_shorter_then_center_crop
+from mmhelpers.image_grids import grid_features
 from mmhelpers.paths import cache_root
-from mmhelpers.scenarios.mini_vlm.own_data import is_own_data, llava_file, split_by_image
-from mmhelpers.vlm import MiniVLM, VLMConfig, grid_to_tokens
+from mmhelpers.vlm import MiniVLM, VLMConfig
 
 __all__ = [
     "CaptionConfig",
@@ -72,7 +72,6 @@ __all__ = [
     "run_captioning",
 ]
 
-IMAGE_ENCODER = "efficientnet_lite0"
 # Fields that change only the evaluation, never a trained model (left out of checkpoint keys).
 _EVAL_FIELDS = (
     "fusions",
@@ -92,7 +91,7 @@ class CaptionConfig:
     """Data, model sizes, schedules and decoding of the captioning recipe; ``smoke()`` runs in seconds."""
 
     # "real" (Flickr8k subset, needs the mirror) | "embedded" (generated Sort-of-CLEVR) | your own data: a folder
-    # with captions.jsonl (LLaVA style, see mini_vlm.own_data) or the path of such a file
+    # with captions.jsonl (LLaVA style, see mmhelpers.data.llava_folder) or the path of such a file
     data: str = "real"
     seed: int = 0
     split: tuple[int, int, int] = (800, 100, 100)  # images: train, val, test (embedded: scenes); own data: 80/10/10 %
@@ -235,7 +234,7 @@ def _load_own(cfg: CaptionConfig) -> CaptionData:
 
 def load_caption_data(cfg: CaptionConfig) -> CaptionData:
     """The images, captions, split and LM corpus of ``cfg.data`` ("real" needs the Flickr8k mirror; a path is
-    a user's folder with ``captions.jsonl``, see :mod:`~mmhelpers.scenarios.mini_vlm.own_data`)."""
+    a user's folder with ``captions.jsonl``, see :mod:`~mmhelpers.data.llava_folder`)."""
     if cfg.data == "real":
         return _load_real(cfg)
     return _load_embedded(cfg) if cfg.data == "embedded" else _load_own(cfg)
@@ -249,38 +248,6 @@ def build_tokenizer(data: CaptionData, cfg: CaptionConfig) -> CaptionTokenizer:
 def image_features(data: CaptionData, cfg: CaptionConfig, progress: bool = True) -> Tensor:
     """Frozen EfficientNet-Lite0 grid features of every image as visual tokens (N, (size/32)^2, 1280), cached."""
     return grid_features(data.images, cfg.image_size, progress)
-
-
-def grid_features(images: Sequence[Path | np.ndarray], image_size: int, progress: bool = True) -> Tensor:
-    """Frozen EfficientNet-Lite0 grid features of image files or RGB arrays of any size (shorter side resized to
-    ``image_size``, centre crop): (N, (image_size/32)^2, 1280) visual tokens, cached by content."""
-    from mmhelpers.encoders import (
-        LITE_MEAN,
-        LITE_STD,
-        build_image_encoder,
-        image_preprocessing,
-        pretrained_image_encoder_id,
-    )
-    from mmhelpers.image import load_image
-    from mmhelpers.precision import resolve_precision
-
-    size, encoders = image_size, []  # the encoder is built once, on the first batch (not when cached)
-
-    def encode_batch(items: Sequence[Path | np.ndarray]) -> Tensor:
-        if not encoders:
-            encoders.append(build_image_encoder(IMAGE_ENCODER))
-        encoder = encoders[0]
-        images = [load_image(x) if isinstance(x, Path) else x for x in items]
-        crops = np.stack([resize_shorter_then_center_crop(im, size) for im in images])
-        x = torch.from_numpy(crops).permute(0, 3, 1, 2).float().div(255.0)
-        return grid_to_tokens(encoder.grid((x - encoder.mean) / encoder.std))  # (b, h*w, 1280)
-
-    # The key names the packaged weights file by its hash and the precision "auto" gives on this CPU, so a
-    # cache hit needs no encoder at all; the images are hashed by content (files through the side index).
-    preprocess = image_preprocessing(size, LITE_MEAN, LITE_STD, resolve_precision("auto", "cpu"))
-    return extract_features(encode_batch, list(images), model_id=pretrained_image_encoder_id(IMAGE_ENCODER),
-                            preprocess=preprocess, key={"layer": "grid"}, batch_size=32, progress=progress,
-                            desc=f"{IMAGE_ENCODER} grid features")  # fmt: skip
 
 
 # ---------------------------------------------------------------- model and training

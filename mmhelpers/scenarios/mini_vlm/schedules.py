@@ -10,7 +10,7 @@
 
 ``SCHEDULE="auto"`` (the notebooks' default) picks ``"full"`` for ``DATA="real"`` and ``"short"`` for
 ``DATA="embedded"`` or your own folder; ``SMOKE=True`` overrides it. With your own folder (see
-:mod:`~mmhelpers.scenarios.mini_vlm.own_data`) the captioning config reads its ``captions.jsonl`` and the VQA
+:mod:`~mmhelpers.data.llava_folder`) the captioning config reads its ``captions.jsonl`` and the VQA
 part is :mod:`~mmhelpers.scenarios.mini_vlm.answers` on its ``vqa.jsonl`` (``answers``: ``AnswerConfig``, its
 ``.smoke()`` with ``SMOKE``; checkpoints under ``answers_dir``). The VQA checkpoints of each schedule have their own folder
 (``<cache>/vqa/<schedule>_seed<seed>``) and the captioning checkpoints are keyed by their config, so the three
@@ -22,10 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from mmhelpers.data.llava_folder import is_own_data
 from mmhelpers.paths import cache_root
 from mmhelpers.scenarios.mini_vlm.answers import AnswerConfig
 from mmhelpers.scenarios.mini_vlm.captioning import CaptionConfig
-from mmhelpers.scenarios.mini_vlm.own_data import is_own_data
 from mmhelpers.scenarios.mini_vlm.vqa import VQAConfig
 
 __all__ = ["SCHEDULES", "NotebookConfigs", "notebook_configs", "short_caption_config", "short_vqa_config"]

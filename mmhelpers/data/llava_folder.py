@@ -1,4 +1,4 @@
-"""Your own data for the mini VLM: a folder with LLaVA-style JSONL files, split by image.
+"""Your own data as a folder of LLaVA-style JSONL files, split by image (the mini VLM and the assistant read it).
 
 The folder holds one file per task, in LLaVA's format (read by :func:`~mmhelpers.data.folders.read_llava`),
 with image paths relative to the folder::
@@ -50,7 +50,7 @@ def llava_file(data: str | Path, task: str) -> Path:
     found = [path / name for name in LLAVA_FILES[task] if (path / name).is_file()]
     if len(found) != 1:
         what = "holds both " + " and ".join(LLAVA_FILES[task]) if found else "has no " + " or ".join(LLAVA_FILES[task])
-        raise DataError(path, f"{what}: the {task} file of a mini-VLM data folder (see mini_vlm.own_data)")
+        raise DataError(path, f"{what}: the {task} file of a LLaVA data folder (see mmhelpers.data.llava_folder)")
     return found[0]
 
 
