@@ -117,7 +117,39 @@ def mini_vlm(r: dict) -> str:
     return "\n".join(rows)
 
 
-RENDERERS = {"av_digits": av_digits, "image_text": image_text, "mini_vlm": mini_vlm}
+def assistant(r: dict) -> str:
+    """Captions against the mini VLM and nearest neighbour; answers against the question prior; format; int8; chat."""
+    c, m, q, i8 = r["caption"], r["mini_vlm_caption"], r["questions"], r["int8"]
+    a, p = q["accuracy"], q["prior"]
+    rows = [
+        "| captioning (Flickr8k, the mini VLM's 100 held-out images) | BLEU-4 | CIDEr-D | target |",
+        "|---|---|---|---|",
+        f"| assistant: SmolLM2-135M-Instruct (frozen) + projector + LoRA | {c['bleu4']:.3f} | {c['cider']:.3f} | "
+        "above both rows below |",
+        f"| mini VLM from scratch (03, committed) | {m['bleu4']:.3f} | {m['cider']:.3f} | |",
+        f"| nearest-neighbour caption | {c['nn_bleu4']:.3f} | {c['nn_cider']:.3f} | |",
+        "",
+        "| questions (held-out, exact match, %) | assistant | question prior | target |",
+        "|---|---|---|---|",
+        f"| Sort-of-CLEVR non-relational | {pct(a['non_relational'])} | {pct(p['non_relational'])} | prior + 25 |",
+        f"| Sort-of-CLEVR relational | {pct(a['relational'])} | {pct(p['relational'])} | reported |",
+        f"| digits | {pct(a['task:digits'])} | {pct(p['task:digits'])} | reported |",
+        f"| answers in the requested format | {pct(q['format_rate'])} | | counted |",
+        "",
+        "Sort-of-CLEVR by question type: "
+        + ", ".join(f"{t.replace('_', ' ')} {pct(a[t])}" for t in QTYPES if t in a)
+        + ".",
+        "",
+        f"int8 dynamic quantisation of the LM (CPU chat, batch of one): {i8['fp32_latency']['seconds_per_reply']:.2f} s "
+        f"-> {i8['int8_latency']['seconds_per_reply']:.2f} s per caption ({i8['speedup']:.1f}x), CIDEr-D "
+        f"{c['cider']:.3f} -> {i8['cider']:.3f}. Chat example ({r['chat']['question']!r}): {r['chat']['reply']!r}. "
+        f"Training: stage 1 {r['stage_seconds']['1'] / 60:.1f} min, stage 2 {r['stage_seconds']['2'] / 60:.1f} min, "
+        f"{r['threads']} threads. {runtime(r)}; reproduce with `{r['command']}`.",
+    ]
+    return "\n".join(rows)
+
+
+RENDERERS = {"av_digits": av_digits, "image_text": image_text, "mini_vlm": mini_vlm, "assistant": assistant}
 
 
 def render(name: str) -> str:

@@ -179,6 +179,20 @@ class TestOnTinyLlama:
         for row, reply in enumerate(ours):
             assert theirs[row, : len(reply)].tolist() == reply
 
+    def test_beam_search_through_generate(self, run):
+        from mmhelpers.scenarios.assistant.recipe import answer
+
+        greedy = answer(run, [0, 1], ["Describe the image briefly."] * 2, max_new_tokens=6)
+        beams = answer(run, [0, 1], ["Describe the image briefly."] * 2, max_new_tokens=6, num_beams=3)
+        assert len(beams) == 2 and all(isinstance(b, str) for b in beams)
+        assert answer(run, [0, 1], ["Describe the image briefly."] * 2, max_new_tokens=6, num_beams=1) == greedy
+        run.model.attention = "prefix"
+        try:
+            with pytest.raises(ValueError, match="causal"):
+                answer(run, [0], ["Describe the image briefly."], num_beams=3)
+        finally:
+            run.model.attention = "causal"
+
     def test_a_streamer_sees_the_reply_answer_returns(self, run):
         from transformers import TextStreamer
 
@@ -218,3 +232,15 @@ class TestOnTinyLlama:
         assert set(ckpt["model"]) == trainable  # the adapters and the projector, not the frozen LM
         again = train_stage(run, 2, checkpoint_dir=tmp_path, progress=False)  # finished: loaded, not retrained
         assert again.loss == hist.loss
+
+
+def test_a_stage_is_keyed_by_its_own_and_earlier_settings_only():
+    from mmhelpers.scenarios.assistant.recipe import AssistantConfig, _run_key
+
+    cfg = AssistantConfig()
+    later = replace(cfg, lora_r=4, stage2_steps=7, lora_targets=("q_proj",))
+    assert _run_key(cfg, 1) == _run_key(later, 1)  # stage 2's settings do not retrain stage 1 ...
+    assert _run_key(cfg, 2) != _run_key(later, 2)
+    assert _run_key(cfg, 2) != _run_key(replace(cfg, stage1_steps=7), 2)  # ... but stage 1's change stage 2
+    assert _run_key(cfg, 0) == _run_key(replace(cfg, stage1_lr=0.5), 0)
+    assert _run_key(cfg, 1) == _run_key(replace(cfg, max_new_tokens=3, device="cpu"), 1)  # decoding, placement

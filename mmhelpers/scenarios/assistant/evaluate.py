@@ -35,14 +35,15 @@ __all__ = [
 ]
 
 
-def evaluate_captions(run: AssistantRun, split: str = "test", nn_k: int = 1) -> dict[str, object]:
-    """Greedy captions of ``split``'s caption images scored against all their references, beside the nearest
+def evaluate_captions(run: AssistantRun, split: str = "test", nn_k: int = 1, num_beams: int | None = None
+                      ) -> dict[str, object]:  # fmt: skip
+    """Captions (beam search with ``num_beams``, default the run's ``cfg.num_beams``) of ``split``'s caption images scored against all their references, beside the nearest
     training image's consensus caption (the same pooled grid features, cosine) as the baseline."""
     images = run.data.caption_images(split)
     if not images:
         raise ValueError(f"no caption images in {split!r}")
     refs = [run.data.references[i] for i in images]
-    captions = answer(run, images, [CAPTION_PROMPT] * len(images))
+    captions = answer(run, images, [CAPTION_PROMPT] * len(images), num_beams=num_beams or run.cfg.num_beams)
     train = run.data.caption_images("train")
     nn_caps = nearest_neighbour_captions(run.grids[train].flatten(1), [run.data.references[i] for i in train],
                                          run.grids[images].flatten(1), k=nn_k)  # fmt: skip

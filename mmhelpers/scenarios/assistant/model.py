@@ -42,13 +42,16 @@ def prefix_lm_mask(attention_mask: torch.Tensor, image_positions: torch.Tensor, 
 
 
 class Projector(nn.Module):
-    """Grid features (B, C, H, W) -> (B, side*side, d_model): adaptive average pooling, then a two-layer MLP."""
+    """Grid features (B, C, H, W) -> (B, side*side, d_model): adaptive average pooling, a two-layer MLP, and a learned
+    embedding of each cell's place in the grid (a CNN's pooled channels say little about *where*; a ViT's patches
+    carry their position embeddings, which is what LLaVA's and nanoVLM's projectors rely on)."""
 
     def __init__(self, feat_dim: int, d_model: int, side: int = 4, hidden: int | None = None):
         super().__init__()
         self.side = side
         hidden = hidden or 2 * d_model
         self.mlp = nn.Sequential(nn.Linear(feat_dim, hidden), nn.GELU(), nn.Linear(hidden, d_model))
+        self.cell = nn.Parameter(torch.zeros(side * side, d_model))  # starts at zero: the MLP's output alone
 
     @property
     def n_tokens(self) -> int:
@@ -56,7 +59,7 @@ class Projector(nn.Module):
 
     def forward(self, grids: torch.Tensor) -> torch.Tensor:
         pooled = F.adaptive_avg_pool2d(grids, self.side)  # (B, C, side, side)
-        return self.mlp(pooled.flatten(2).transpose(1, 2))  # (B, side*side, d_model)
+        return self.mlp(pooled.flatten(2).transpose(1, 2)) + self.cell  # (B, side*side, d_model)
 
 
 class Assistant(nn.Module):
