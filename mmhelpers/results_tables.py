@@ -140,8 +140,12 @@ def assistant(r: dict) -> str:
         + ", ".join(f"{t.replace('_', ' ')} {pct(a[t])}" for t in QTYPES if t in a)
         + ".",
         "",
-        f"int8 dynamic quantisation of the LM (CPU chat, batch of one): {i8['fp32_latency']['seconds_per_reply']:.2f} s "
-        f"-> {i8['int8_latency']['seconds_per_reply']:.2f} s per caption ({i8['speedup']:.1f}x), CIDEr-D "
+        f"Held-out caption loss per reply token (teacher-forced): untrained projector {r['caption_loss']['untrained']:.2f}, "
+        f"after stage 1 {r['caption_loss']['stage1']:.2f}, after stage 2 {r['caption_loss']['stage2']:.2f}. "
+        f"Captions: {r['decoding']}.",
+        "",
+        f"int8 dynamic quantisation of the LM (CPU chat, batch of one): {i8['base_latency']['seconds_per_reply']:.2f} s "
+        f"({i8['base_precision']}) -> {i8['int8_latency']['seconds_per_reply']:.2f} s per caption ({i8['speedup']:.1f}x), CIDEr-D "
         f"{c['cider']:.3f} -> {i8['cider']:.3f}. Chat example ({r['chat']['question']!r}): {r['chat']['reply']!r}. "
         f"Training: stage 1 {r['stage_seconds']['1'] / 60:.1f} min, stage 2 {r['stage_seconds']['2'] / 60:.1f} min, "
         f"{r['threads']} threads. {runtime(r)}; reproduce with `{r['command']}`.",
