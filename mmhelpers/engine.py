@@ -57,6 +57,7 @@ __all__ = [
     "fit",
     "resolve_precision",
     "shard",
+    "epoch_batch",
     "warmup_cosine",
     "load_checkpoint",
     "eval_mode",
@@ -136,6 +137,15 @@ def _available(kind: str) -> bool:
         return torch.cuda.is_available()
     mps = getattr(torch.backends, "mps", None)
     return kind == "mps" and mps is not None and mps.is_available()
+
+
+def epoch_batch(n: int, batch_size: int, step: int, seed: int) -> np.ndarray:
+    """Indices (into ``n`` examples) of the batch of optimizer step ``step``: each epoch is a permutation seeded by
+    ``(seed, epoch)``, so ``data(step)`` can rebuild any step's batch, as a resumed run needs."""
+    per_epoch = max(1, n // batch_size)
+    epoch, k = divmod(step, per_epoch)
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    return perm[k * batch_size : (k + 1) * batch_size]
 
 
 def shard(batch: Batch, index: int, count: int) -> Batch:

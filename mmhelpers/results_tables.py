@@ -133,7 +133,8 @@ def assistant(r: dict) -> str:
         "|---|---|---|---|",
         f"| Sort-of-CLEVR non-relational | {pct(a['non_relational'])} | {pct(p['non_relational'])} | prior + 25 |",
         f"| Sort-of-CLEVR relational | {pct(a['relational'])} | {pct(p['relational'])} | reported |",
-        f"| digits | {pct(a['task:digits'])} | {pct(p['task:digits'])} | reported |",
+        f"| digits ({q['n_by_task']['digits']} test images) | {pct(a['task:digits'])} | {pct(p['task:digits'])} | reported |"
+        if "n_by_task" in q else f"| digits | {pct(a['task:digits'])} | {pct(p['task:digits'])} | reported |",
         f"| answers in the requested format | {pct(q['format_rate'])} | | counted |",
         "",
         "Sort-of-CLEVR by question type: "
@@ -142,7 +143,7 @@ def assistant(r: dict) -> str:
         "",
         f"Held-out caption loss per reply token (teacher-forced): untrained projector {r['caption_loss']['untrained']:.2f}, "
         f"after stage 1 {r['caption_loss']['stage1']:.2f}, after stage 2 {r['caption_loss']['stage2']:.2f}. "
-        f"Captions: {r['decoding']}.",
+        f"Decoding: {r['decoding']}.",
         "",
         f"int8 dynamic quantisation of the LM (CPU chat, batch of one): {i8['base_latency']['seconds_per_reply']:.2f} s "
         f"({i8['base_precision']}) -> {i8['int8_latency']['seconds_per_reply']:.2f} s per caption ({i8['speedup']:.1f}x), CIDEr-D "

@@ -220,3 +220,14 @@ def test_two_processes_train_a_recipe_like_one(tmp_path: Path) -> None:
     # only the main process wrote: one checkpoint, one result, no temporary files
     written = sorted(str(p.relative_to(tmp_path / "two")) for p in (tmp_path / "two").rglob("*") if p.is_file())
     assert written == ["result.json", "run/checkpoint.pt"], written
+
+
+def test_epoch_batch_walks_seeded_permutations_so_any_step_can_be_rebuilt():
+    import numpy as np
+
+    from mmhelpers.engine import epoch_batch
+
+    first_epoch = np.concatenate([epoch_batch(10, 3, step, seed=1) for step in range(3)])
+    assert len(set(first_epoch.tolist())) == 9 and first_epoch.max() < 10  # one epoch: 3 full batches, no repeat
+    assert np.array_equal(epoch_batch(10, 3, 4, seed=1), epoch_batch(10, 3, 4, seed=1))
+    assert not np.array_equal(epoch_batch(10, 3, 0, seed=1), epoch_batch(10, 3, 3, seed=1))  # a new epoch, reshuffled

@@ -34,11 +34,11 @@ from torch import Tensor
 from mmhelpers.caption_tokenizer import CaptionTokenizer, caption_words, train_caption_tokenizer
 from mmhelpers.data.folders import read_llava
 from mmhelpers.data.llava_folder import llava_file, split_by_image
-from mmhelpers.engine import FitConfig, History, fit, warmup_cosine
+from mmhelpers.engine import FitConfig, History, epoch_batch, fit, warmup_cosine
 from mmhelpers.errors import DataError
 from mmhelpers.features import fingerprint
 from mmhelpers.generate import generate
-from mmhelpers.scenarios.mini_vlm.captioning import caption_loss, epoch_batch
+from mmhelpers.scenarios.mini_vlm.captioning import caption_loss
 from mmhelpers.vlm import MiniVLM, VLMConfig
 
 __all__ = [

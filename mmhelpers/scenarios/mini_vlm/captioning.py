@@ -45,7 +45,7 @@ from mmhelpers.caption_metrics import caption_scores, most_frequent_caption, nea
 from mmhelpers.caption_tokenizer import CaptionTokenizer, train_caption_tokenizer
 from mmhelpers.data.folders import read_llava
 from mmhelpers.data.llava_folder import is_own_data, llava_file, split_by_image
-from mmhelpers.engine import FitConfig, fit, warmup_cosine
+from mmhelpers.engine import FitConfig, epoch_batch, fit, warmup_cosine
 from mmhelpers.features import fingerprint
 from mmhelpers.generate import generate
 from mmhelpers.image_grids import grid_features
@@ -61,7 +61,6 @@ __all__ = [
     "image_features",
     "grid_features",
     "build_model",
-    "epoch_batch",
     "caption_loss",
     "pretrain_lm",
     "finetune",
@@ -277,14 +276,6 @@ def _shift(ids: Tensor) -> tuple[Tensor, Tensor]:
     idx, targets = ids[:, :T], ids[:, 1 : T + 1].clone()
     targets[targets == 0] = -100
     return idx, targets
-
-
-def epoch_batch(n: int, batch_size: int, step: int, seed: int) -> np.ndarray:
-    """Indices of batch ``step``: epochs are seeded permutations, so any step can be rebuilt on resume."""
-    per_epoch = max(1, n // batch_size)
-    epoch, k = divmod(step, per_epoch)
-    perm = np.random.default_rng([seed, epoch]).permutation(n)
-    return perm[k * batch_size : (k + 1) * batch_size]
 
 
 def _run_key(cfg: CaptionConfig, stage: str, **extra: Any) -> str:
