@@ -67,3 +67,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def _module_cache(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    return tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1] + "_cache")
+
+
+@pytest.fixture
+def module_cache(_isolated_data: Path, _module_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """One feature and checkpoint cache for a test module, as in a real session: a scenario's later notebook finds
+    what an earlier one trained (use with ``pytestmark = pytest.mark.usefixtures("module_cache")``)."""
+    monkeypatch.setenv("MMHELPERS_CACHE", str(_module_cache))
+    return _module_cache

