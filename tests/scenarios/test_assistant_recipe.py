@@ -244,3 +244,12 @@ def test_a_stage_is_keyed_by_its_own_and_earlier_settings_only():
     assert _run_key(cfg, 2) != _run_key(replace(cfg, stage1_steps=7), 2)  # ... but stage 1's change stage 2
     assert _run_key(cfg, 0) == _run_key(replace(cfg, stage1_lr=0.5), 0)
     assert _run_key(cfg, 1) == _run_key(replace(cfg, max_new_tokens=3, device="cpu"), 1)  # decoding, placement
+
+
+def test_the_gpu_configuration_is_larger_and_keyed_apart():
+    from mmhelpers.scenarios.assistant.recipe import AssistantConfig, _run_key
+
+    cpu, gpu = AssistantConfig(), AssistantConfig().gpu()
+    assert gpu.side == 7 and gpu.stage1_steps * gpu.stage1_batch_size > 8 * cpu.stage1_steps * cpu.stage1_batch_size
+    assert _run_key(cpu, 1) != _run_key(gpu, 1)
+    assert _run_key(cpu, 0) != _run_key(replace(cpu, stage1_batch_size=8), 0)  # stage 0 batches as stage 1

@@ -65,7 +65,7 @@ ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")  # Llama's name
 MLP_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 _EVAL_FIELDS = ("max_new_tokens", "num_beams", "eval_batch_size", "device", "checkpoint_every")
 _LATER = {  # fields a stage's checkpoint does not depend on: those of the stages after it
-    0: ("stage1_steps", "stage1_batch_size", "stage1_lr", "stage1_lm"),
+    0: ("stage1_steps", "stage1_lr", "stage1_lm"),  # stage 0 batches as stage 1 does: stage1_batch_size counts
     1: (
         "finetune",
         "stage2_steps",
@@ -144,12 +144,13 @@ class AssistantConfig:
                        warmup_steps=10, max_new_tokens=12, checkpoint_every=50, precision="fp32", stage1_lm=True)  # fmt: skip
 
     def gpu(self) -> AssistantConfig:
-        """A larger run for one GPU (not measured here: no GPU was lent to this project's sessions yet): all 49
-        visual tokens, 8x the steps at 4x the batch, bf16, all 36 questions of more scenes."""
+        """A larger run for one GPU, not run yet (no GPU was lent to the session that wrote it): all 49 visual
+        tokens, 8x the steps at 4x the batch, LoRA on all seven projections, bf16, 12 questions on each of 3,000
+        scenes and 3,000 digits."""
         return replace(self, side=7, scenes=(3000, 50, 50), questions_per_scene=12, digits=(3000, 50, 50),
                        stage1_steps=2000, stage1_batch_size=64, stage2_steps=2000, stage2_batch_size=64,
-                       stage2_lr=2e-4, lora_r=32, lora_alpha=64, lora_targets=ATTENTION_PROJECTIONS + MLP_PROJECTIONS, warmup_steps=100, eval_batch_size=128,
-                       precision="bf16", device="cuda")  # fmt: skip
+                       stage2_lr=2e-4, lora_r=32, lora_alpha=64, lora_targets=ATTENTION_PROJECTIONS + MLP_PROJECTIONS,
+                       warmup_steps=100, eval_batch_size=128, precision="bf16", device="cuda")  # fmt: skip
 
 
 @dataclass
