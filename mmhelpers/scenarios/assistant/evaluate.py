@@ -37,8 +37,9 @@ __all__ = [
 
 def evaluate_captions(run: AssistantRun, split: str = "test", nn_k: int = 1, num_beams: int | None = None
                       ) -> dict[str, object]:  # fmt: skip
-    """Captions (beam search with ``num_beams``, default the run's ``cfg.num_beams``) of ``split``'s caption images scored against all their references, beside the nearest
-    training image's consensus caption (the same pooled grid features, cosine) as the baseline."""
+    """Captions of ``split``'s caption images (beam search with ``num_beams``, default ``cfg.num_beams``) scored
+    against all their references, beside the nearest training image's consensus caption (the same pooled grid
+    features, cosine) as the baseline."""
     images = run.data.caption_images(split)
     if not images:
         raise ValueError(f"no caption images in {split!r}")
