@@ -117,39 +117,73 @@ def mini_vlm(r: dict) -> str:
     return "\n".join(rows)
 
 
+def _spread(r: dict, *path: str) -> float | None:
+    """The standard deviation over seeds of the number at ``path`` (None in a one-run file)."""
+    node = r.get("spread")
+    for key in path:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node if isinstance(node, (int, float)) else None
+
+
+def _seeded(r: dict, *path: str, percent: bool = False, digits: int = 3) -> str:
+    """The number at ``path`` (a mean over seeds where the file has them) with its spread: ``0.281 ± 0.004``."""
+    node = r
+    for key in path:
+        node = node[key]
+    scale, fmt = (100, ".1f") if percent else (1, f".{digits}f")
+    sd = _spread(r, *path)
+    return f"{scale * node:{fmt}}" + ("" if sd is None else f" ± {scale * sd:{fmt}}")
+
+
+def _seeds(r: dict) -> str:
+    """Where the numbers come from: one run, or the seeds a file gathered (:mod:`mmhelpers.seed_results`)."""
+    seeds = r.get("seeds")
+    if not seeds:
+        return "Numbers from one run (one seed)."
+    return (
+        f"Numbers are the mean ± standard deviation over {len(seeds)} training seeds ({', '.join(map(str, seeds))}), "
+        "each a full run of the command below; the baselines do not depend on the seed."
+    )
+
+
 def assistant(r: dict) -> str:
     """Captions against the mini VLM and nearest neighbour; answers against the question prior; format; int8; chat."""
     c, m, q, i8 = r["caption"], r["mini_vlm_caption"], r["questions"], r["int8"]
-    a, p = q["accuracy"], q["prior"]
+    p = q["prior"]
+    a = lambda *k: _seeded(r, "questions", "accuracy", *k, percent=True)  # noqa: E731
+    cl = lambda k: _seeded(r, "caption_loss", k, digits=2)  # noqa: E731
     rows = [
+        _seeds(r),
+        "",
         "| captioning (Flickr8k, the mini VLM's 100 held-out images) | BLEU-4 | CIDEr-D | target |",
         "|---|---|---|---|",
-        f"| assistant: SmolLM2-135M-Instruct (frozen) + projector + LoRA | {c['bleu4']:.3f} | {c['cider']:.3f} | "
-        "above both rows below |",
+        f"| assistant: SmolLM2-135M-Instruct (frozen) + projector + LoRA | {_seeded(r, 'caption', 'bleu4')} | "
+        f"{_seeded(r, 'caption', 'cider')} | above both rows below |",
         f"| mini VLM from scratch (03, committed) | {m['bleu4']:.3f} | {m['cider']:.3f} | |",
         f"| nearest-neighbour caption | {c['nn_bleu4']:.3f} | {c['nn_cider']:.3f} | |",
         "",
         "| questions (held-out, exact match, %) | assistant | question prior | target |",
         "|---|---|---|---|",
-        f"| Sort-of-CLEVR non-relational | {pct(a['non_relational'])} | {pct(p['non_relational'])} | prior + 25 |",
-        f"| Sort-of-CLEVR relational | {pct(a['relational'])} | {pct(p['relational'])} | reported |",
-        f"| digits ({q['n_by_task']['digits']} test images) | {pct(a['task:digits'])} | {pct(p['task:digits'])} | reported |"
-        if "n_by_task" in q else f"| digits | {pct(a['task:digits'])} | {pct(p['task:digits'])} | reported |",
-        f"| answers in the requested format | {pct(q['format_rate'])} | | counted |",
+        f"| Sort-of-CLEVR non-relational | {a('non_relational')} | {pct(p['non_relational'])} | prior + 25 |",
+        f"| Sort-of-CLEVR relational | {a('relational')} | {pct(p['relational'])} | reported |",
+        f"| digits ({q['n_by_task']['digits']} test images) | {a('task:digits')} | {pct(p['task:digits'])} | reported |"
+        if "n_by_task" in q
+        else f"| digits | {a('task:digits')} | {pct(p['task:digits'])} | reported |",
+        f"| answers in the requested format | {_seeded(r, 'questions', 'format_rate', percent=True)} | | counted |",
         "",
         "Sort-of-CLEVR by question type: "
-        + ", ".join(f"{t.replace('_', ' ')} {pct(a[t])}" for t in QTYPES if t in a)
+        + ", ".join(f"{t.replace('_', ' ')} {a(t)}" for t in QTYPES if t in q["accuracy"])
         + ".",
         "",
-        f"Held-out caption loss per reply token (teacher-forced): untrained projector {r['caption_loss']['untrained']:.2f}, "
-        f"after stage 1 {r['caption_loss']['stage1']:.2f}, after stage 2 {r['caption_loss']['stage2']:.2f}. "
-        f"Decoding: {r['decoding']}.",
+        f"Held-out caption loss per reply token (teacher-forced): untrained projector {cl('untrained')}, "
+        f"after stage 1 {cl('stage1')}, after stage 2 {cl('stage2')}. Decoding: {r['decoding']}.",
         "",
         f"int8 dynamic quantisation of the LM (CPU chat, batch of one): {i8['base_latency']['seconds_per_reply']:.2f} s "
         f"({i8['base_precision']}) -> {i8['int8_latency']['seconds_per_reply']:.2f} s per caption ({i8['speedup']:.1f}x), CIDEr-D "
-        f"{c['cider']:.3f} -> {i8['cider']:.3f}. Chat example ({r['chat']['question']!r}): {r['chat']['reply']!r}. "
+        f"{c['cider']:.3f} -> {_seeded(r, 'int8', 'cider')}. Chat example ({r['chat']['question']!r}): {r['chat']['reply']!r}. "
         f"Training: stage 1 {r['stage_seconds']['1'] / 60:.1f} min, stage 2 {r['stage_seconds']['2'] / 60:.1f} min, "
-        f"{r['threads']} threads. {runtime(r)}; reproduce with `{r['command']}`.",
+        f"{r['threads']} threads. {runtime(r)}{' per seed' if r.get('seeds') else ''}; "
+        f"reproduce with `{r['command']}`.",
     ]
     return "\n".join(rows)
 

@@ -94,7 +94,10 @@ def _parse_value(text: str) -> Any:
 
 
 def _stamp_results(summary: dict[str, Any]) -> None:
-    """Add the wall time of a scenario's notebooks to the results file one of them wrote (``results_json``)."""
+    """Add the wall time of a scenario's notebooks to the results file one of them wrote (``results_json``); in a
+    file gathered over seeds (:mod:`mmhelpers.seed_results`) to the seed that ran, so ``runtime_s`` is their mean."""
+    from mmhelpers.seed_results import mean_and_spread
+
     for nid, entry in summary["notebooks"].items():
         path = entry["metrics"].get("results_json")
         if not path or not Path(path).exists():
@@ -102,12 +105,20 @@ def _stamp_results(summary: dict[str, Any]) -> None:
         scenario = nid.split("__")[0]
         seconds = sum(e["seconds"] for n, e in summary["notebooks"].items() if n.startswith(scenario + "__"))
         record = json.loads(Path(path).read_text())
-        record["runtime_s"] = round(seconds, 1)
-        record["runtime_notebooks"] = {
-            n: e["seconds"] for n, e in summary["notebooks"].items() if n.startswith(scenario + "__")
+        stamp = {
+            "runtime_s": round(seconds, 1),
+            "runtime_notebooks": {
+                n: e["seconds"] for n, e in summary["notebooks"].items() if n.startswith(scenario + "__")
+            },  # fmt: skip
+            # wall time depends on what else ran: the 15-minute load average at the end says whether the cores were idle
+            "load_average_15min": round(os.getloadavg()[2], 2),
         }
-        # wall time depends on what else ran: the 15-minute load average at the end says whether the cores were idle
-        record["load_average_15min"] = round(os.getloadavg()[2], 2)
+        seed = str(entry["metrics"].get("_context", {}).get("seed"))
+        if seed in record.get("per_seed", {}):
+            record["per_seed"][seed].update(stamp)
+            record = mean_and_spread(record["per_seed"])
+        else:
+            record.update(stamp)
         write_json(path, record)
         print(f"runtime of {scenario}: {seconds:.0f} s -> {path}")
 

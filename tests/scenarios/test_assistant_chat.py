@@ -87,3 +87,14 @@ def test_a_template_that_rewrites_its_beginning_is_refused(tok):
     )
     with pytest.raises(ValueError, match="chat template"):
         encode_chat(odd, TURNS, 2)
+
+
+def test_an_empty_system_message_replaces_the_templates_default(tok):
+    default = encode_chat(tok, TURNS[:1], n_image_tokens=2)
+    empty = encode_chat(tok, TURNS[:1], n_image_tokens=2, system="")
+    assert "SmolLM" in tok.decode(default.input_ids) and "SmolLM" not in tok.decode(empty.input_ids)
+    assert tok.decode(empty.input_ids).startswith("<|im_start|>system\n<|im_end|>\n<|im_start|>user\n")
+    assert len(default.input_ids) - len(empty.input_ids) == 16
+    assert tok.decode([t for t in empty.labels.tolist() if t != IGNORE]) == "A dog on a beach.<|im_end|>\n"
+    prompt = encode_prompt(tok, TURNS[0][0], n_image_tokens=2, system="")
+    assert empty.input_ids[: len(prompt.input_ids)].tolist() == prompt.input_ids.tolist()

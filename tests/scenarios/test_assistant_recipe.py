@@ -233,6 +233,25 @@ class TestOnTinyLlama:
         again = train_stage(run, 2, checkpoint_dir=tmp_path, progress=False)  # finished: loaded, not retrained
         assert again.loss == hist.loss
 
+    def test_int8_quantises_all_but_down_proj_and_leaves_the_run_alone(self, run):
+        from torch import nn
+
+        from mmhelpers.scenarios.assistant.evaluate import quantize_int8
+        from mmhelpers.scenarios.assistant.recipe import add_lora, answer
+
+        if not any("lora_" in n for n, _ in run.model.lm.named_parameters()):
+            add_lora(run.model, run.cfg)
+        q = quantize_int8(run)
+        quantised = [n for n, m in q.model.lm.model.named_modules() if "quantized" in type(m).__module__]
+        plain = [n for n, m in q.model.lm.model.named_modules() if type(m) is nn.Linear]
+        assert quantised and all(not n.endswith("down_proj") for n in quantised)
+        assert plain and all(n.endswith("down_proj") for n in plain)  # LoRA merged: no peft layers left
+        assert not any("lora_" in n for n, _ in q.model.lm.named_parameters())
+        assert any("lora_" in n for n, _ in run.model.lm.named_parameters())  # the original keeps its adapters
+        assert len(answer(q, [0, 1], ["Describe the image briefly."] * 2, max_new_tokens=3)) == 2
+        with pytest.raises(ValueError, match="leaves no linear layer"):
+            quantize_int8(run, keep=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"))
+
 
 def test_a_stage_is_keyed_by_its_own_and_earlier_settings_only():
     from mmhelpers.scenarios.assistant.recipe import AssistantConfig, _run_key
@@ -253,3 +272,25 @@ def test_the_gpu_configuration_is_larger_and_keyed_apart():
     assert gpu.side == 7 and gpu.stage1_steps * gpu.stage1_batch_size > 8 * cpu.stage1_steps * cpu.stage1_batch_size
     assert _run_key(cpu, 1) != _run_key(gpu, 1)
     assert _run_key(cpu, 0) != _run_key(replace(cpu, stage1_batch_size=8), 0)  # stage 0 batches as stage 1
+
+
+def test_training_seeds_share_the_data_seed(monkeypatch):
+    """Every training seed is scored on the same held-out images: the data follow data_seed, not seed."""
+    import mmhelpers.scenarios.assistant.recipe as recipe
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_load(data, seed, *args):
+        seen.append(seed)
+        raise Stop
+
+    monkeypatch.setattr(recipe, "load_instructions", fake_load)
+    for seed in (0, 1, 2):
+        with pytest.raises(Stop):
+            recipe.prepare(replace(recipe.AssistantConfig().smoke(), seed=seed))
+    with pytest.raises(Stop):
+        recipe.prepare(replace(recipe.AssistantConfig().smoke(), seed=1, data_seed=5))
+    assert seen == [0, 0, 0, 5]

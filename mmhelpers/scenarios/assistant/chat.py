@@ -36,8 +36,9 @@ def add_image_token(tokenizer) -> int:
 
 
 def messages(turns: Sequence[tuple[str, str]], system: str | None = None, image: bool = True) -> list[dict[str, str]]:
-    """(question, answer) turns as chat messages; the image opens the first user message."""
-    out = [{"role": "system", "content": system}] if system else []
+    """(question, answer) turns as chat messages; the image opens the first user message. ``system``: a system
+    message (``""``: an empty one); None leaves it to the template (SmolLM2's adds its default, 17 tokens)."""
+    out = [{"role": "system", "content": system}] if system is not None else []
     for i, (question, answer) in enumerate(turns):
         out.append({"role": "user", "content": (IMAGE_TOKEN + "\n" if image and i == 0 else "") + question})
         out.append({"role": "assistant", "content": answer})

@@ -113,17 +113,28 @@ def chat(run: AssistantRun, image: str | Path | np.ndarray | int, question: str,
     return answer(run, grids, [question], max_new_tokens=max_new_tokens, streamer=streamer)[0]
 
 
-def quantize_int8(run: AssistantRun) -> AssistantRun:
+def quantize_int8(run: AssistantRun, keep: Sequence[str] = ("down_proj",)) -> AssistantRun:
     """A copy of ``run`` whose LM's linear layers are int8 with dynamic activation quantisation (PyTorch's
-    ``quantize_dynamic``: weights stored in int8, activations quantised per batch; CPU only). The projector and
-    the embeddings stay in fp32. LoRA adapters, if any, are merged into the weights first."""
-    from torch.ao.quantization import quantize_dynamic
+    ``quantize_dynamic``: weights stored in int8, activations quantised per batch; CPU only), except those named
+    in ``keep``. The projector and the embeddings stay in fp32. LoRA adapters, if any, are merged in first.
+
+    ``keep``: the MLP's ``down_proj`` by default. Its input, the product of SwiGLU's two branches, has outlier
+    features (as LLM.int8(), Dettmers et al. 2022, found in larger LMs) that one scale per tensor clips: on the
+    validation images all 210 layers in int8 halved CIDEr-D (0.310 -> 0.164), the 180 without ``down_proj`` kept
+    most of it (0.278) at the same speed (0.38 s per reply against 1.84 s unquantised, 1 thread).
+    """
+    from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
 
     quick = copy.copy(run)
     model = copy.deepcopy(run.model).cpu().eval()
     if any("lora_" in n for n, _ in model.lm.named_parameters()):
         _merge_lora(model.lm)
-    model.lm.model = quantize_dynamic(model.lm.model, {nn.Linear}, dtype=torch.qint8)
+    names = {
+        n for n, m in model.lm.model.named_modules() if isinstance(m, nn.Linear) and n.rsplit(".", 1)[-1] not in keep
+    }
+    if not names:
+        raise ValueError(f"keep={tuple(keep)} leaves no linear layer of the LM to quantise")
+    model.lm.model = quantize_dynamic(model.lm.model, dict.fromkeys(names, default_dynamic_qconfig), dtype=torch.qint8)
     quick.model = model
     quick.cfg = replace(run.cfg, precision="fp32", device="cpu")
     return quick

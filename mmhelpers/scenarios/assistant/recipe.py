@@ -84,7 +84,8 @@ class AssistantConfig:
     """Data, language model, visual tokens, the two stages and decoding; ``smoke()`` runs in seconds."""
 
     data: str = "real"  # "real" (Flickr8k + MNIST from the mirror) | "embedded" | your folder (see .data)
-    seed: int = 0
+    seed: int = 0  # training: initialisation, LoRA, batch order
+    data_seed: int = 0  # splits and generated data, the same for every training seed (0: the mini VLM's split)
     lm: str = SMOLLM2  # SMOLLM2 (offline) | a hub name or folder of any causal LM | "tiny" (random, tests)
     image_size: int = 224  # encoder input: a (image_size/32)^2 grid
     side: int = 4  # visual tokens per side after pooling: side*side tokens per image
@@ -95,6 +96,9 @@ class AssistantConfig:
     questions_per_scene: int = 6
     digits: tuple[int, int, int] = (800, 50, 50)
     max_length: int = 96  # tokens per conversation (the end is cut beyond)
+    # the system message of every conversation: "" an empty one; None the template's default (SmolLM2's "You are a
+    # helpful AI assistant named SmolLM, ...": 16 more tokens per example, a quarter of a one-word question's 62)
+    system: str | None = ""
     # stage 0 (tiny LM only): text-only pre-training of the LM on the training replies
     stage0_steps: int = 0
     stage0_lr: float = 3e-3
@@ -185,14 +189,14 @@ def load_lm(cfg: AssistantConfig):
 
 def prepare(cfg: AssistantConfig, progress: bool = True, data: InstructionData | None = None) -> AssistantRun:
     """Load the data (or take ``data``), the LM and tokenizer, the cached grids; build the (untrained) model."""
-    data = data or load_instructions(cfg.data, cfg.seed, cfg.caption_split, cfg.scenes, cfg.questions_per_scene,
+    data = data or load_instructions(cfg.data, cfg.data_seed, cfg.caption_split, cfg.scenes, cfg.questions_per_scene,
                                      cfg.digits)  # fmt: skip
     lm, tok = load_lm(cfg)
     grids = pooled_grids(data.images, cfg.image_size, cfg.side, progress)
     torch.manual_seed(cfg.seed)
     model = Assistant(lm, feat_dim=grids.shape[1], side=cfg.side, attention=cfg.attention)
     n = model.n_image_tokens
-    encoded = {split: [encode_chat(tok, s.turns, n, max_length=cfg.max_length) for s in samples]
+    encoded = {split: [encode_chat(tok, s.turns, n, cfg.system, cfg.max_length) for s in samples]
                for split, samples in data.samples.items()}  # fmt: skip
     return AssistantRun(cfg, data, tok, model, grids, encoded, {})
 
@@ -223,7 +227,7 @@ def _batches(run: AssistantRun, rows: Sequence[int], batch_size: int, seed: int,
     samples = run.data.samples["train"]
     pad = run.tokenizer.pad_token_id
     if text_only:  # stage 0: the same conversations without the image
-        texts = {i: encode_chat(run.tokenizer, samples[i].turns, 0, max_length=run.cfg.max_length) for i in rows}
+        texts = {i: encode_chat(run.tokenizer, samples[i].turns, 0, run.cfg.system, run.cfg.max_length) for i in rows}
     B = min(batch_size, len(rows))
 
     def batch(step: int) -> dict[str, Tensor]:
@@ -395,7 +399,7 @@ def answer(run: AssistantRun, image_rows: Sequence[int] | Tensor, questions: Seq
     n, stop, out = model.n_image_tokens, stop_ids(tok), []
     with eval_mode(model), autocast(resolve_precision(run.cfg.precision, device), device):
         for a in tqdm(range(0, len(questions), bs), desc="answers", disable=not progress):
-            prompts = [encode_prompt(tok, q, n) for q in questions[a : a + bs]]
+            prompts = [encode_prompt(tok, q, n, run.cfg.system) for q in questions[a : a + bs]]
             batch = collate(prompts, pad_id=tok.pad_token_id, left_pad=True)
             batch["grids"] = grids[a : a + bs]
             batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}

@@ -10,6 +10,8 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
+from mmhelpers.loss_curves import plot_loss_curves  # the core's; importable from here as before
+
 __all__ = ["show_grid", "draw_architecture", "plot_attention_mask", "plot_slot_attention", "plot_loss_curves"]
 
 
@@ -97,16 +99,3 @@ def plot_slot_attention(
         ax.axis("off")
     fig.tight_layout()
     return fig
-
-
-def plot_loss_curves(ax: Axes, curves: dict[str, Sequence[float]], smooth: int = 10, title: str = "") -> None:
-    """Per-step losses, each smoothed by a moving average of ``smooth`` steps."""
-    for name, losses in curves.items():
-        y = np.asarray(losses, dtype=float)
-        k = max(1, min(smooth, len(y) // 5))
-        ys = np.convolve(y, np.ones(k) / k, mode="valid")
-        ax.plot(np.arange(len(ys)) + k, ys, label=name)
-    ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
