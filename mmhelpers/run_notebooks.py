@@ -109,7 +109,7 @@ def _stamp_results(summary: dict[str, Any]) -> None:
             "runtime_s": round(seconds, 1),
             "runtime_notebooks": {
                 n: e["seconds"] for n, e in summary["notebooks"].items() if n.startswith(scenario + "__")
-            },  # fmt: skip
+            },
             # wall time depends on what else ran: the 15-minute load average at the end says whether the cores were idle
             "load_average_15min": round(os.getloadavg()[2], 2),
         }

@@ -37,7 +37,7 @@ def add_image_token(tokenizer) -> int:
 
 def messages(turns: Sequence[tuple[str, str]], system: str | None = None, image: bool = True) -> list[dict[str, str]]:
     """(question, answer) turns as chat messages; the image opens the first user message. ``system``: a system
-    message (``""``: an empty one); None leaves it to the template (SmolLM2's adds its default, 17 tokens)."""
+    message (``""``: an empty one); None leaves it to the template (SmolLM2's adds its default: 16 tokens more)."""
     out = [{"role": "system", "content": system}] if system is not None else []
     for i, (question, answer) in enumerate(turns):
         out.append({"role": "user", "content": (IMAGE_TOKEN + "\n" if image and i == 0 else "") + question})
