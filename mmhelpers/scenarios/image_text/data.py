@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmhelpers.contrastive import AlignData
+from mmhelpers.contrastive import AlignData, frozen_layer, text_hidden_states  # the last two re-exported
 from mmhelpers.encoders import ImageEncoder, TextEncoder
 from mmhelpers.errors import DataError
 from mmhelpers.features import extract_features
@@ -158,42 +158,6 @@ def image_grids(ds: ImageTextSet, encoder: ImageEncoder, batch_size: int = 32, p
                             preprocess=encoder.preprocessing(), data=ds.images,
                             key={"what": "image_grids", "views": list(VIEWS), "rounded": "float16"},
                             batch_size=batch_size, progress=progress, desc="image grids")  # fmt: skip
-
-
-def text_hidden_states(
-    encoder: TextEncoder,
-    texts: Sequence[str],
-    layer: int,
-    batch_size: int = 128,
-    progress: bool = True,
-    cache: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Hidden states after ``layer`` (0 = embeddings) for every text, padded to one length; cached unless ``cache=False``.
-
-    Returns (hidden (N, T, D) float16, attention mask (N, T)). The layers above ``layer`` are the
-    ones alignment may train; below it everything is frozen and computed once.
-    """
-    tok = encoder.tokenize(list(texts))  # pads every text to the longest one
-    ids, mask = tok["input_ids"], tok["attention_mask"]
-
-    def encode(rows: Sequence[int]) -> torch.Tensor:
-        r = torch.as_tensor(rows)
-        out = encoder.model(input_ids=ids[r], attention_mask=mask[r], output_hidden_states=True)
-        return out.hidden_states[layer].half()  # (b, T, D)
-
-    cached = {"model_id": encoder.model_id, "preprocess": {**encoder.preprocessing(), "padding": "longest"},
-              "data": list(texts), "key": {"what": "text_hidden", "layer": layer, "rounded": "float16"}} if cache else {}  # fmt: skip
-    hidden = extract_features(encode, list(range(len(ids))), **cached, batch_size=batch_size,
-                              progress=progress, desc=f"text hidden states (layer {layer})")  # fmt: skip
-    return hidden, mask
-
-
-def frozen_layer(encoder: TextEncoder, unfreeze_text_layers: int) -> int:
-    """The hidden-state layer to cache when the top ``unfreeze_text_layers`` layers will train."""
-    n = encoder.model.config.num_hidden_layers
-    if not 0 <= unfreeze_text_layers <= n:
-        raise ValueError(f"unfreeze_text_layers must be in 0..{n}, got {unfreeze_text_layers}")
-    return n - unfreeze_text_layers
 
 
 def align_data(
