@@ -54,6 +54,7 @@ class PostData:
     class_names: tuple[str, str] = LABELS
     photo_names: list[str] = field(default_factory=list)
     captions: list[list[str]] = field(default_factory=list)  # generated posts: every caption of each photo
+    photo: Callable[[int], np.ndarray] | None = None  # generated posts: photo index -> the photo (RGB)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -113,12 +114,16 @@ def clean_caption(text: str) -> str:
 
 
 def load_posts(data: str | Path = "embedded", seed: int = 0, captions_per_photo: int | None = None,
-               size: int = POST_SIZE, progress: bool = True) -> PostData:  # fmt: skip
-    """The posts of ``data``: "embedded" (package photos), "real" (Flickr8k from the mirror) or your folder."""
+               size: int = POST_SIZE, n_photos: int | None = None, progress: bool = True) -> PostData:  # fmt: skip
+    """The posts of ``data``: "embedded" (package photos), "real" (Flickr8k from the mirror) or your folder;
+    ``n_photos`` keeps the first photos only (a quick run on the real photos)."""
     if is_own_data(data):
         return load_post_folder(data, seed=seed)
     data = str(data)
     names, photo, captions, content, source = _photos(data)
+    if n_photos is not None:
+        names, captions, content = names[:n_photos], captions[:n_photos], content[:n_photos]
+        source = f"{source}, first {len(names)} photos"
     captions = [[clean_caption(c) for c in caps] for caps in captions]
     k = captions_per_photo or (3 if data == "embedded" else 2)
     similarity = caption_similarity(captions, progress=progress)
@@ -140,7 +145,7 @@ def load_posts(data: str | Path = "embedded", seed: int = 0, captions_per_photo:
                    "renderer": "mmhelpers.text_overlay v1"}  # fmt: skip
     return PostData(f"{source}; {len(posts)} generated posts ({k} captions per photo, seed {seed})",
                     [p.text for p in posts], np.array([p.label for p in posts]), np.array([p.photo for p in posts]),
-                    index, content_key, draw, posts, post_set, LABELS, names, captions)  # fmt: skip
+                    index, content_key, draw, posts, post_set, LABELS, names, captions, canvas_photo)  # fmt: skip
 
 
 def load_post_folder(folder: str | Path, seed: int = 0, fractions: tuple[float, float] = (0.1, 0.2)) -> PostData:

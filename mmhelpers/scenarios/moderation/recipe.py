@@ -16,7 +16,10 @@ engine, and the scores a moderation queue runs on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import hashlib
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,10 +37,12 @@ from mmhelpers.contrastive import (
     train_alignment,
 )
 from mmhelpers.encoders import ImageEncoder, TextEncoder, build_image_encoder, build_text_encoder
-from mmhelpers.features import extract_features
+from mmhelpers.features import extract_features, fingerprint
 from mmhelpers.fusion import MultimodalClassifier
 from mmhelpers.ocr import OcrResult, TextReader, character_error_rate, read_text
+from mmhelpers.paths import cache_root
 from mmhelpers.scenarios.moderation.data import PostData
+from mmhelpers.text_overlay import Overlay, render_text
 from mmhelpers.train import TrainConfig
 from mmhelpers.zero_shot import conse_embeddings, imagenet_label_embeddings
 
@@ -76,6 +81,13 @@ class ModerationConfig:
 
     def smoke(self) -> ModerationConfig:
         return replace(self, align_steps=60, epochs=8)
+
+
+def run_dir(kind: str, key: dict[str, Any]) -> Path:
+    """The checkpoint folder of one training run, named by a hash of everything that decides it: a finished run is
+    loaded instead of trained again, an interrupted one resumes, and a changed setting never reuses a stale one."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return cache_root() / "moderation" / f"{kind}-{digest}"
 
 
 @dataclass
@@ -160,7 +172,9 @@ def train_aligner(pd: PostData, feats: PostFeatures, cfg: ModerationConfig = Mod
                             eval_every=cfg.align_steps, flip=True, seed=cfg.seed,
                             batch_size=min(128, len(data.image_feats)))  # fmt: skip
     model = build_dual_encoder(data, align_cfg)
-    train_alignment(model, data, torch.arange(len(data.image_feats)), progress=progress, device=cfg.device)
+    run = run_dir("aligner", {"config": asdict(align_cfg), "data": fingerprint([data.image_feats, data.text_hidden])})
+    train_alignment(model, data, torch.arange(len(data.image_feats)), checkpoint_dir=run, progress=progress,
+                    resume="latest", device=cfg.device)  # fmt: skip
     return model.eval()
 
 
@@ -222,20 +236,22 @@ def training_posts(pd: PostData, negatives: str = "both") -> np.ndarray:
 
 def train_method(name: str, inputs: dict[str, torch.Tensor], pd: PostData, cfg: ModerationConfig = ModerationConfig(),
                  train: np.ndarray | None = None, progress: bool = False) -> MultimodalClassifier:  # fmt: skip
-    """Train the head of method ``name`` (a key of METHODS) through the engine; validation picks the best epoch."""
+    """Train the head of method ``name`` (a key of METHODS) through the engine on the posts ``train`` (default: the
+    config's training posts); the validation loss picks the epoch. The per-epoch history is ``model.history``."""
     fusion, modalities = METHODS[name]
     x = {m: inputs[m] for m in modalities}
     train = training_posts(pd, cfg.train_negatives) if train is None else train
     val = pd.split("val")
     model = fusion_classifier(fusion, x, 2, d_model=cfg.d_model, hidden_dim=cfg.hidden_dim, dropout=cfg.dropout)
-    tc = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
-                     seed=cfg.seed, device=cfg.device, progress=progress, log_every_epoch=False, monitor="val_loss",
-                     early_stopping_patience=cfg.patience)  # fmt: skip
     t, v = torch.as_tensor(train), torch.as_tensor(val)
     labels = torch.as_tensor(pd.labels)
-    train_classifier(
-        model, {m: a[t] for m, a in x.items()}, labels[t], tc, val=({m: a[v] for m, a in x.items()}, labels[v])
-    )
+    run = run_dir("head", {"method": name, "config": asdict(cfg), "data": fingerprint([x[m][t] for m in modalities]),
+                           "labels": fingerprint(labels[t]), "val": fingerprint(v.tolist())})  # fmt: skip
+    tc = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
+                     seed=cfg.seed, device=cfg.device, progress=progress, log_every_epoch=False, monitor="val_loss",
+                     early_stopping_patience=cfg.patience, checkpoint_dir=str(run), resume="latest")  # fmt: skip
+    val_data = ({m: a[v] for m, a in x.items()}, labels[v])
+    model.history = train_classifier(model, {m: a[t] for m, a in x.items()}, labels[t], tc, val=val_data)
     return model
 
 
@@ -329,3 +345,62 @@ def cer_by_style(pd: PostData, idx: np.ndarray | list[int], results: list[OcrRes
             out[key] = {g: character_error_rate([refs[k] for k in ks], [hyps[k] for k in ks])
                         for g, ks in sorted(groups.items())}  # fmt: skip
     return out
+
+
+# ---------------------------------------------------------------- training strategies: hard-negative mining, augmentation
+
+
+def mine_hard_negatives(pd: PostData, scores: torch.Tensor, keep: float = 0.5) -> np.ndarray:
+    """Training posts for a second round: every allowed training post and the ``keep`` share of the flagged ones
+    (random and hard together) that ``scores`` (a first-round model) finds least suspicious, i.e. its mistakes
+    and near misses; the allowed posts are repeated to keep the classes balanced."""
+    sets = pd.index["train"]
+    pool = np.unique(np.concatenate(list(sets.values())))
+    allowed, flagged = pool[pd.labels[pool] == 0], pool[pd.labels[pool] == 1]
+    n = max(1, round(keep * len(flagged)))
+    hardest = flagged[np.argsort(scores[flagged].numpy(), kind="stable")[:n]]
+    repeats = max(1, round(n / len(allowed)))
+    return np.concatenate([np.tile(allowed, repeats), hardest])
+
+
+def augmented_posts(pd: PostData, seed: int = 1, crop: float = 0.8, jitter: float = 0.15) -> PostData:
+    """A label-keeping copy of every generated training post: the same photo and text, the photo randomly cropped
+    (to ``crop`` of each side at least) and colour-jittered (brightness and per-channel gains within ``jitter``),
+    then the text written anew in a random style (font, size, ink, position). The crop comes before the text, so
+    the text is never cut. Returns a PostData of the copies (one split, "train")."""
+    from mmhelpers.scenarios.moderation.posts import Post, post_canvas, sample_style
+
+    if not pd.posts:
+        raise ValueError("augmented_posts re-renders generated posts; a folder of finished posts has no photo to reuse")
+    rng = np.random.default_rng(seed)
+    train = np.unique(np.concatenate(list(pd.index["train"].values())))
+    copies, boxes, gains = [], [], []
+    for i in train:
+        p = pd.posts[int(i)]
+        copies.append(Post(p.photo, p.text, p.text_of, p.label, sample_style(rng), p.negatives))
+        f = rng.uniform(crop, 1.0, size=2)
+        boxes.append((f, rng.uniform(0, 1 - f)))  # (kept fraction, offset) per axis (h, w)
+        gains.append(rng.uniform(1 - jitter, 1 + jitter, size=3) * rng.uniform(1 - jitter, 1 + jitter))
+
+    def draw(k: int) -> Overlay:
+        photo = _photo_of(pd, copies[k].photo)
+        h, w = photo.shape[:2]
+        (fh, fw), (oh, ow) = boxes[k]
+        y0, x0 = int(oh * h), int(ow * w)
+        cut = photo[y0 : y0 + max(16, int(fh * h)), x0 : x0 + max(16, int(fw * w))]
+        jittered = np.clip(cut.astype(np.float32) * gains[k], 0, 255).astype(np.uint8)
+        return render_text(post_canvas(jittered), copies[k].text, copies[k].style)
+
+    content = {"of": pd.content, "train": train.tolist(), "seed": seed, "crop": crop, "jitter": jitter,
+               "augment": "crop, colour gains, new text style v1"}  # fmt: skip
+    return PostData(source=f"augmented copies of the {len(train)} training posts (seed {seed})",
+                    texts=[c.text for c in copies], labels=np.array([c.label for c in copies]), groups=pd.groups[train],
+                    index={"train": {"all": np.arange(len(train))}}, content=content, draw=draw, posts=copies,
+                    class_names=pd.class_names, photo_names=pd.photo_names, captions=pd.captions, photo=pd.photo)  # fmt: skip
+
+
+def _photo_of(pd: PostData, photo: int) -> np.ndarray:
+    """The photo behind generated posts (the loader ``load_posts`` keeps on ``pd.photo``)."""
+    if pd.photo is None:
+        raise ValueError("these posts carry no photo loader")
+    return pd.photo(photo)
