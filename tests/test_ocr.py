@@ -55,8 +55,9 @@ def test_an_unreadable_text_gives_a_high_error_not_a_crash(reader: TextReader):
 
 
 def test_two_lines_are_read_top_to_bottom(reader: TextReader):
-    pic = render_text(photo_like(seed=2), "first words here then the second part", TextStyle(size=0.08, lines=2,
-                                                                                           position="middle")).image
+    pic = render_text(
+        photo_like(seed=2), "first words here then the second part", TextStyle(size=0.08, lines=2, position="middle")
+    ).image
     text = normalise_text(reader.read(pic).text)
     assert text.index("first") < text.index("second"), text
 
