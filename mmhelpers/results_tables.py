@@ -188,7 +188,55 @@ def assistant(r: dict) -> str:
     return "\n".join(rows)
 
 
-RENDERERS = {"av_digits": av_digits, "image_text": image_text, "mini_vlm": mini_vlm, "assistant": assistant}
+MODERATION_ROWS = ("text only", "image only", "late", "concat", "gated", "low-rank bilinear", "cross-attention",
+                   "zero-shot", "similarity", "aligned")  # fmt: skip
+
+
+def content_moderation(r: dict) -> str:
+    """AUROC and accuracy of every method on both negative sets; OCR; the moderation queue; runtime per seed."""
+    auroc = lambda s, m: _seeded(r, s, "methods", m, "auroc")  # noqa: E731
+    acc = lambda s, m: _seeded(r, s, "methods", m, "accuracy", percent=True)  # noqa: E731
+    rows = [
+        _seeds(r),
+        "",
+        "| method (test posts of 200 held-out photos) | AUROC, random negatives | AUROC, hard negatives "
+        "| accuracy %, random | accuracy %, hard |",
+        "|---|---|---|---|---|",
+    ]
+    for m in (m for m in MODERATION_ROWS if m in r["random"]["methods"]):
+        rows.append(f"| {m} | {auroc('random', m)} | {auroc('hard', m)} | {acc('random', m)} | {acc('hard', m)} |")
+    o = r["ocr"]
+    fonts = ", ".join(f"{k} {v:.3f}" for k, v in o["by_font"].items())
+    sizes = ", ".join(f"{k} {v:.3f}" for k, v in o["by_size"].items())
+    per_seed = r.get("per_seed", {})
+    times = [v.get("runtime_s") for v in per_seed.values() if v.get("runtime_s")]
+    when = (f"Full run: {max(times) / 60:.1f} min from an empty cache (features and OCR), {min(times) / 60:.1f} min "
+            "with them cached, on 2 CPU cores" if len(times) > 1 else runtime(r))  # fmt: skip
+    rows += [
+        "",
+        f"Targets: text-only and image-only at most 0.60 (best: {_seeded(r, 'random', 'text')} and "
+        f"{_seeded(r, 'random', 'image')} on random negatives); best fusion at least 0.90 on random negatives "
+        f"({_seeded(r, 'random', 'best_fusion')}) and 0.75 on hard ones ({_seeded(r, 'hard', 'best_fusion')}), at "
+        "least 0.2 above the best unimodal model on both.",
+        "",
+        f"OCR (RapidOCR PP-OCRv4, {int(o['n_posts'])} test posts): character error rate {_seeded(r, 'ocr', 'cer')}; "
+        f"by font {fonts}; by text height (fraction of the shorter side) {sizes}; outlined "
+        f"{o['by_outline']['outlined']:.3f}, plain {o['by_outline']['plain']:.3f}. Best method's AUROC with the "
+        f"written text against the OCR text: random {_seeded(r, 'ocr', 'auroc_true_text_random')} -> "
+        f"{_seeded(r, 'ocr', 'auroc_ocr_text_random')}, hard {_seeded(r, 'ocr', 'auroc_true_text_hard')} -> "
+        f"{_seeded(r, 'ocr', 'auroc_ocr_text_hard')}.",
+        "",
+        f"Moderation queue at 90% recall (best method): precision {_seeded(r, 'precision_at_recall_90', 'random')} "
+        f"(random negatives), {_seeded(r, 'precision_at_recall_90', 'hard')} (hard). Calibration of the best head "
+        f"({r['calibration']['method']}): ECE {_seeded(r, 'calibration', 'ece_before')} as trained, "
+        f"{_seeded(r, 'calibration', 'ece_after')} after temperature scaling on the validation posts. "
+        f"{when}; {int(r['threads'])} threads; reproduce with `{r['command']}`.",
+    ]
+    return "\n".join(rows)
+
+
+RENDERERS = {"av_digits": av_digits, "image_text": image_text, "mini_vlm": mini_vlm, "assistant": assistant,
+             "content_moderation": content_moderation}  # fmt: skip
 
 
 def render(name: str) -> str:

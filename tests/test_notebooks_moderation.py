@@ -72,3 +72,19 @@ def test_moderation_real_photos(tmp_path: Path, real_mirror: Path):
     assert ev["gain_over_unimodal"]["random"] > 0.25
     assert ev["ocr"]["cer"] < 0.1  # Flickr8k photos rarely hold text of their own; the posts' text is legible
     assert "results_json" not in ev
+
+
+@pytest.fixture(scope="module")
+def post_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from userdata import write_post_folder
+
+    return write_post_folder(tmp_path_factory.mktemp("user") / "my_posts")
+
+
+def test_moderation_own_folder(tmp_path: Path, post_folder: Path):
+    """A user's folder of posts (metadata.csv: file_name, label, text, group): one evaluation set, "all"."""
+    rep = run("01_representation", tmp_path / "01", DATA=str(post_folder))
+    assert rep["n_posts"] == 144 and rep["summary"]["sets"] == ["all"] and rep["summary"]["texts_given"] == 144
+    fu = run("03_fusion", tmp_path / "03", DATA=str(post_folder))
+    assert set(fu["methods"]["similarity"]) == {"all"}
+    assert fu["best_auroc"]["all"] > 0.7 and fu["best_auroc"]["all"] > fu["unimodal_auroc"]["all"] + 0.1

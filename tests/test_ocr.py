@@ -14,6 +14,7 @@ from mmhelpers.ocr import (
     normalise_text,
     read_text,
     reading_order,
+    resegment,
 )
 from mmhelpers.text_overlay import TextStyle, render_text
 
@@ -108,3 +109,10 @@ def test_character_error_rate():
         character_error_rate(["a", "b"], ["a"])
     with pytest.raises(ValueError, match="all empty"):
         character_error_rate([""], ["x"])
+
+
+def test_words_run_together_are_split_again():
+    assert resegment("ablackdogrunsonthegrass") == "a black dog runs on the grass"
+    assert resegment("a dog runs") == "a dog runs"  # ordinary words: untouched
+    assert resegment("serial XJ2049-7781QZ") == "serial XJ2049-7781QZ"  # codes are not words
+    assert resegment("ATWOCHILDRENPLAY") == "A TWO CHILDREN PLAY"

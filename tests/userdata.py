@@ -197,3 +197,32 @@ def write_commands(root: Path, words: tuple[str, ...] = ("yes", "no", "up", "dow
             for j in range(per_voice):
                 sf.write(root / word / f"voice{v}_{j}.wav", tone(k, len(words), sr, [0, 1, 2, 1][v % 4], rng), sr)
     return root
+
+
+def write_post_folder(root: Path, texts: bool = True, seed: int = 0) -> Path:
+    """A moderation folder: every shape x colour x place photo twice, once with a caption that describes it
+    (``allowed``) and once with another photo's caption (``flagged``), the caption written on the picture in
+    white with a black outline (cv2.putText); ``metadata.csv`` has file_name, label, group (the photo) and, if
+    ``texts``, the text."""
+    rng = np.random.default_rng(seed)
+    photos = [(s, c, p) for s in SHAPES for c in COLOURS for p in PLACES]
+    partner = rng.permutation(len(photos))
+    while (partner == np.arange(len(photos))).any():
+        partner = rng.permutation(len(photos))
+    rows = []
+    for k, (shape, colour, place) in enumerate(photos):
+        other = photos[int(partner[k])]
+        for label, (s, c, p) in (("allowed", (shape, colour, place)), ("flagged", other)):
+            text = f"a {c} {s} on the {p}"
+            img = cv2.resize(shape_image(shape, colour, place, rng), (320, 240))
+            for ink, width in (((0, 0, 0), 4), ((255, 255, 255), 1)):
+                cv2.putText(img, text, (8, 225), cv2.FONT_HERSHEY_SIMPLEX, 0.6, ink, width, cv2.LINE_AA)
+            rel = f"posts/{k:03d}_{label}.png"
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(root / rel), img)
+            rows.append({"file_name": rel, "label": label, "group": f"photo{k}", **({"text": text} if texts else {})})
+    with open(root / "metadata.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return root

@@ -6,8 +6,9 @@ indices of every split and evaluation set. Generated sets have two test sets, on
 
 Your folder: posts as image files with a ``metadata.csv`` (or ``.jsonl``/``.parquet``) holding ``file_name``,
 ``label`` (two classes, e.g. ``allowed``/``flagged``; the one named ``flagged``, ``1`` or ``true``, or else the
-second in sorted order, is the positive class) and optionally ``text`` (what is written on the post: left out,
-the notebooks read it with OCR) and ``group`` (posts sharing a photo or a source stay in one split).
+second in sorted order, is the positive class) and optionally ``text`` (what is written on the post: left out, it
+is read with OCR when the folder is loaded, cached) and ``group`` (posts sharing a photo or a source stay in one
+split).
 """
 
 from __future__ import annotations
@@ -160,7 +161,12 @@ def load_post_folder(folder: str | Path, seed: int = 0, fractions: tuple[float, 
     positive = next((n for n in names if n.lower() in POSITIVE_NAMES), names[1])
     negative = next(n for n in names if n != positive)
     labels = np.array([int(v == positive) for v in raw])
-    texts = records.column("text") if "text" in records.columns else [""] * len(paths)
+    if "text" in records.columns:
+        texts = records.column("text")
+    else:  # no text given: read it off the pictures (one reader for all, cached by content)
+        from mmhelpers.ocr import read_text
+
+        texts = [r.text for r in read_text(paths, load=load_image, data=list(paths), progress=len(paths) >= 64)]
     groups = records.groups("group") if "group" in records.columns else np.arange(len(paths))
     rng = np.random.default_rng(seed)
     unique = rng.permutation(np.unique(groups))

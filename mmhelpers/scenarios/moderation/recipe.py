@@ -271,11 +271,11 @@ def precision_at_recall(labels: np.ndarray, scores: np.ndarray, recall: float = 
 
 
 def val_threshold(pd: PostData, scores: torch.Tensor) -> float:
-    """The score threshold with the best accuracy on the validation posts (all its sets together)."""
-    val = pd.split("val")
-    s, y = scores[val].numpy(), pd.labels[val]
-    candidates = np.unique(s)
-    acc = [((s >= c) == y).mean() for c in candidates]
+    """The score threshold with the best accuracy on the validation posts, averaged over the evaluation sets (each
+    balanced; their union is not: the allowed posts are shared by the random and the hard set)."""
+    sets = [(scores[idx].numpy(), pd.labels[idx]) for idx in pd.index["val"].values()]
+    candidates = np.unique(np.concatenate([s for s, _ in sets]))
+    acc = [np.mean([((s >= c) == y).mean() for s, y in sets]) for c in candidates]
     return float(candidates[int(np.argmax(acc))])
 
 
