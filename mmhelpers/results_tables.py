@@ -196,8 +196,12 @@ def content_moderation(r: dict) -> str:
     """AUROC and accuracy of every method on both negative sets; OCR; the moderation queue; runtime per seed."""
     auroc = lambda s, m: _seeded(r, s, "methods", m, "auroc")  # noqa: E731
     acc = lambda s, m: _seeded(r, s, "methods", m, "accuracy", percent=True)  # noqa: E731
+    seeds = r.get("seeds") or []
     rows = [
-        _seeds(r),
+        f"Mean ± standard deviation over {len(seeds)} training seeds ({', '.join(map(str, seeds))}) on one set of "
+        f"posts (data seed {r['config'].get('data_seed', 0)}): each seed trains the aligner and every head anew."
+        if len(seeds) > 1
+        else "Numbers from one run (one seed).",
         "",
         "| method (test posts of 200 held-out photos) | AUROC, random negatives | AUROC, hard negatives "
         "| accuracy %, random | accuracy %, hard |",
