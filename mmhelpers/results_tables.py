@@ -199,7 +199,7 @@ def content_moderation(r: dict) -> str:
     seeds = r.get("seeds") or []
     rows = [
         f"Mean ± standard deviation over {len(seeds)} training seeds ({', '.join(map(str, seeds))}) on one set of "
-        f"posts (data seed {r['config'].get('data_seed', 0)}): each seed trains the aligner and every head anew."
+        f"posts (data seed {int(r['config'].get('data_seed', 0))}): each seed trains the aligner and every head anew."
         if len(seeds) > 1
         else "Numbers from one run (one seed).",
         "",
