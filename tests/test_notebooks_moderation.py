@@ -1,5 +1,5 @@
 """The five notebooks of scenario 05 (moderating image posts with text in them) with their smoke settings on the
-embedded photos, then notebooks 03 and 05 on 200 real Flickr8k photos. The notebooks share one cache for the
+embedded photos, notebook 03 on 120 real Flickr8k photos, and notebooks 01 and 03 on a user's folder of posts. The notebooks share one cache for the
 module (features, OCR readings, checkpoints), as in a session.
 
 The embedded set has 8 training photos: nothing learns from so few, and the assertions there are on the data's
@@ -64,14 +64,11 @@ def test_moderation_features_fusion_training_evaluation(tmp_path: Path):
 
 @pytest.mark.mirror
 def test_moderation_real_photos(tmp_path: Path, real_mirror: Path):
-    """Fusion and evaluation on the first 200 Flickr8k photos (1,200 posts; 40 test photos, 160 posts per set)."""
-    fu = run("03_fusion", tmp_path / "03", DATA="real", N_PHOTOS=200)
+    """Fusion on the first 120 Flickr8k photos (720 posts; 24 test photos, 96 posts per set)."""
+    fu = run("03_fusion", tmp_path / "03", DATA="real", N_PHOTOS=120)
     assert max(fu["unimodal_auroc"].values()) < 0.62  # chance by construction
-    assert fu["methods"]["similarity"]["random"]["auroc"] > 0.8  # the aligner, trained on 140 photos; chance 0.5
-    ev = run("05_evaluation", tmp_path / "05", DATA="real", N_PHOTOS=200, N_OCR=40)
-    assert ev["gain_over_unimodal"]["random"] > 0.25
-    assert ev["ocr"]["cer"] < 0.1  # Flickr8k photos rarely hold text of their own; the posts' text is legible
-    assert "results_json" not in ev
+    assert fu["methods"]["similarity"]["random"]["auroc"] > 0.72  # the aligner trained on 84 photos: ~0.82; chance 0.5
+    assert fu["best_auroc"]["random"] > max(fu["unimodal_auroc"].values()) + 0.2
 
 
 @pytest.fixture(scope="module")
