@@ -36,12 +36,8 @@ notebooks: setup
 site: setup
 	$(PY) -m mmhelpers.site
 
-# The suite in TEST_WORKERS processes (pytest-xdist; each test file stays in one process, so a scenario's notebook
-# tests share their cache); TEST_WORKERS=0 runs it in this process.
-TEST_WORKERS ?= 2
-
 test: setup
-	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(ARGS)
+	$(PY) -m pytest $(ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check mmhelpers tests scripts notebooks
