@@ -77,7 +77,7 @@ class ModerationConfig:
     patience: int = 8  # epochs without a lower validation loss before stopping; the best epoch's weights are kept
     train_negatives: str = "both"  # flagged training posts: "random", "hard" or "both" (allowed posts repeated)
     seed: int = 0
-    device: str = "cpu"  # features live on the CPU; the heads are small (a GPU gains nothing here)
+    device: str = "cpu"  # the notebooks pass DEVICE; the features stay on the CPU and batches move to the device
 
     def smoke(self) -> ModerationConfig:
         return replace(self, align_steps=60, epochs=8)
@@ -168,6 +168,7 @@ def train_aligner(pd: PostData, feats: PostFeatures, cfg: ModerationConfig = Mod
                   progress: bool = True) -> DualEncoder:  # fmt: skip
     """Scenario 02's dual encoder (locked MiniLM, projection heads) trained on the allowed training posts."""
     data, _ = alignment_data(pd, feats)
+    # flip=True: each step draws one of a photo's views, here one of its allowed posts (another font, place, ink)
     align_cfg = AlignConfig(unfreeze_text_layers=0, steps=cfg.align_steps, warmup=min(50, cfg.align_steps // 4),
                             eval_every=cfg.align_steps, flip=True, seed=cfg.seed,
                             batch_size=min(128, len(data.image_feats)))  # fmt: skip
@@ -184,11 +185,12 @@ def aligned_features(model: DualEncoder, feats: PostFeatures, zero_shot: torch.T
     """The aligner's view of every post: its picture and text embeddings (unit length), their cosine, and the
     ``aligned`` feature of the "aligned" head: [product of the embeddings, cosine, ``zero_shot`` cosine if given]."""
     model.eval()
+    dev = model.log_scale.device  # the features stay on the CPU; batches go to the model's device
     zi, zt = [], []
     for i in range(0, len(feats.image), batch_size):
-        zi.append(F.normalize(model.encode_image(feats.image[i : i + batch_size].float()), dim=-1))
-        zt.append(F.normalize(model.encode_text(feats.tokens[i : i + batch_size].float(),
-                                                feats.mask[i : i + batch_size]), dim=-1))  # fmt: skip
+        zi.append(F.normalize(model.encode_image(feats.image[i : i + batch_size].float().to(dev)), dim=-1).cpu())
+        zt.append(F.normalize(model.encode_text(feats.tokens[i : i + batch_size].float().to(dev),
+                                                feats.mask[i : i + batch_size].to(dev)), dim=-1).cpu())  # fmt: skip
     image, text = torch.cat(zi), torch.cat(zt)
     cosine = (image * text).sum(-1)
     extra = [cosine[:, None]] if zero_shot is None else [cosine[:, None], zero_shot[:, None]]
