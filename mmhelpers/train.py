@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler, OneCycleLR
 from torch.utils.data import Dataset
-from transformers import get_constant_schedule
 
 from mmhelpers.encoders import count_parameters
 from mmhelpers.engine import FitConfig, accelerator, eval_mode, fit, warmup_cosine
@@ -187,6 +186,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps
         return OneCycleLR(optimizer, max_lr=config.lr, total_steps=total)
     if config.schedule == "cosine":
         return warmup_cosine(optimizer, config.warmup_epochs * steps_per_epoch, total)
+    from transformers import get_constant_schedule  # here, not at the top: importing it costs 2 s (peft, trainer)
+
     return get_constant_schedule(optimizer)
 
 

@@ -225,15 +225,13 @@ def test_image_text_evaluation_embedded(tmp_path: Path):
 
 @pytest.mark.mirror
 def test_image_text_real_data(tmp_path: Path, real_mirror: Path):
-    """The three training/evaluation notebooks on Flickr8k with smoke budgets (features extracted once). 04 and 05
-    keep MiniLM locked here, so they reuse 03's cached caption states (the unfrozen top layer runs on the embedded
-    data and the own folder; caching the real captions' states below it would add about 25 s)."""
+    """Fusion and evaluation on Flickr8k with smoke budgets (features extracted once; 05 trains the dual encoder
+    04 would, and 04 itself runs on the embedded data and the own folder). 05 keeps MiniLM locked here, so it reuses
+    03's cached caption states (caching the real captions' states below the unfrozen layer would add about 25 s)."""
     fusion = run("02_image_text/03_fusion", tmp_path / "03", DATA="real")
     assert fusion["random_t2i_R@5"] < 0.15  # unaligned: near chance 0.05
     assert fusion["linear_t2i_R@5"] > 0.5 and fusion["cca_t2i_R@5"] > 0.25 and fusion["conse_t2i_R@5"] > 0.2
     assert fusion["bow_t2i_R@5"] > 0.2
-    training = run("02_image_text/04_training", tmp_path / "04", DATA="real", UNFREEZE_TEXT_LAYERS=0)
-    assert training["val_t2i_R@5"] > 0.5 and training["resume_identical"]
     ev = run("02_image_text/05_evaluation", tmp_path / "05", DATA="real", N_ZERO_SHOT=300, UNFREEZE_TEXT_LAYERS=0)
     assert ev["random_t2i_R@5"] < 0.15
     assert ev["t2i"]["R@5"] > 0.5 and ev["t2i"]["R@1"] > 0.2 and ev["i2t"]["R@5"] > 0.45
@@ -325,9 +323,13 @@ def it_cache(_it_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.mark.usefixtures("it_cache")
 def test_image_text_own_folder(tmp_path: Path, caption_folder: Path):
     rep = run("02_image_text/01_representation", tmp_path / "01", DATA=str(caption_folder))
-    assert rep["n_images"] == 72 and rep["split"] == {"train": 58, "val": 7, "test": 7} and rep["train_test_overlap"] == 0
+    assert (
+        rep["n_images"] == 72 and rep["split"] == {"train": 58, "val": 7, "test": 7} and rep["train_test_overlap"] == 0
+    )
     feats = run("02_image_text/02_feature_extraction", tmp_path / "02", DATA=str(caption_folder))
-    assert feats["cache_identical"] and feats["caption_same_image_top1"]["mean"] > 3 * feats["caption_same_image_chance"]
+    assert (
+        feats["cache_identical"] and feats["caption_same_image_top1"]["mean"] > 3 * feats["caption_same_image_chance"]
+    )
     fusion = run("02_image_text/03_fusion", tmp_path / "03", DATA=str(caption_folder))
     assert fusion["linear_last_loss"] < 0.5 * fusion["linear_first_loss"]
     training = run("02_image_text/04_training", tmp_path / "04", DATA=str(caption_folder))
