@@ -9,19 +9,15 @@ shards written atomically, so an interrupted run resumes and a changed setting n
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mmhelpers.atomic import clean_stale_temps, write_json
 from mmhelpers.errors import ModelUnavailableError
 from mmhelpers.features import fingerprint, package_model_id
-from mmhelpers.paths import cache_root
+from mmhelpers.shards import cached_map
 
 OCR_PACKAGE = "rapidocr-onnxruntime"
 # Detection on the picture scaled so its shorter side is 480 px (the package's default, 736, upscales small
@@ -144,42 +140,15 @@ def read_text(
     pass what fully determines them, e.g. the source files and the rendering settings, so that a cached reading
     is found without rendering. One reader is loaded for all pictures (``reader`` or a default one).
     """
-    from tqdm.auto import tqdm
-
     reader = reader or TextReader()
     load = load or (lambda x: x)
-    folder = None
+    key = None
     if cache:
-        key = {"model": reader.model_id, "settings": reader.settings, "n": len(pictures),
+        key = {"model": reader.model_id, "settings": reader.settings,
                "data": fingerprint(list(pictures) if data is None else data)}  # fmt: skip
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-        folder = cache_root() / "ocr" / f"PP-OCRv4-{digest}"
-        folder.mkdir(parents=True, exist_ok=True)
-        clean_stale_temps(folder)
-    results: list[OcrResult] = []
-    with tqdm(total=len(pictures), desc="OCR", unit="picture", disable=not progress) as bar:
-        for s, start in enumerate(range(0, len(pictures), shard_size)):
-            stop = min(len(pictures), start + shard_size)
-            path = folder / f"shard-{s:05d}.json" if folder is not None else None
-            shard = _load_shard(path, start, stop) if path is not None else None
-            if shard is None:
-                shard = [reader.read(load(p)) for p in pictures[start:stop]]
-                if path is not None:
-                    write_json(path, {"start": start, "stop": stop, "results": [asdict(r) for r in shard]})
-            results += shard
-            bar.update(stop - start)
-    return results
-
-
-def _load_shard(path: Path, start: int, stop: int) -> list[OcrResult] | None:
-    """A cached shard, or None when it is missing, unreadable or for other positions (then it is read again)."""
-    try:
-        blob = json.loads(path.read_text())
-        if blob["start"] != start or blob["stop"] != stop or len(blob["results"]) != stop - start:
-            return None
-        return [_result_from_json(r) for r in blob["results"]]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    return cached_map(pictures, lambda chunk: [reader.read(load(p)) for p in chunk], key=key, kind="ocr",
+                      prefix="PP-OCRv4", to_json=asdict, from_json=_result_from_json, shard_size=shard_size,
+                      desc="OCR", unit="picture", progress=progress)  # fmt: skip
 
 
 def normalise_text(text: str) -> str:

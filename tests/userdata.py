@@ -226,3 +226,41 @@ def write_post_folder(root: Path, texts: bool = True, seed: int = 0) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return root
+
+
+CALL_REQUESTS = {
+    "billing": ("my bill is wrong", "why did you charge me twice", "I want to pay what I owe", "how much is my bill"),
+    "technical": ("my internet is down", "the router keeps restarting", "I have no signal", "the wifi is slow"),
+    "sales": ("I want a new phone", "do you have cheaper plans", "I'd like to add a line", "sell me a tablet"),
+    "moving": ("I am moving house", "change my address please", "I moved to a new flat", "update where I live"),
+    "other": ("what time do you close", "are you open on Sunday", "who am I speaking to", "where is your shop"),
+}
+
+
+def write_call_folder(root: Path, speakers: tuple[str, ...] = ("en-us+m1", "en-gb+f2", "en-us+m4", "en-gb-scotland+f1",
+                      "en-us+f5"), seed: int = 0) -> Path:  # fmt: skip
+    """Recorded calls as a user has them: ``calls/<speaker>/<n>.wav`` spoken by espeak-ng (its command line, not the
+    cookbook's synthesiser) at 22.05 kHz, some saved at 44.1 kHz stereo; ``metadata.csv`` with file_name, intent,
+    transcript and speaker. Five intents of the user's own, four requests each, every speaker saying all of them."""
+    import subprocess
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s, voice in enumerate(speakers):
+        folder = root / "calls" / f"speaker{s}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for intent, texts in CALL_REQUESTS.items():
+            for j, text in enumerate(texts):
+                rel = f"calls/speaker{s}/{intent}_{j}.wav"
+                subprocess.run(["espeak-ng", "-v", voice, "-s", str(int(rng.integers(140, 190))), "-w", str(root / rel),
+                                text], check=True)  # fmt: skip
+                if rng.random() < 0.3:  # re-saved by another app: 44.1 kHz stereo
+                    wave, sr = sf.read(root / rel)
+                    up = np.interp(np.arange(0, len(wave), sr / 44100), np.arange(len(wave)), wave)
+                    sf.write(root / rel, np.stack([up, up], 1), 44100)
+                rows.append({"file_name": rel, "intent": intent, "transcript": text, "speaker": f"speaker{s}"})
+    with open(root / "metadata.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return root

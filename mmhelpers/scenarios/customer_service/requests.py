@@ -1,0 +1,314 @@
+"""What callers say to a telephone help desk: 15 intents, each with many written requests.
+
+Every intent has ten phrasings (templates) with slots (amounts, dates, plans, addresses, ...) filled from short
+value lists, and each request is dressed the way people talk on the phone: a greeting or none, fillers ("uh",
+"I mean"), a "please" or a "thanks", short and long, polite and curt. Everything is drawn from a seed, so the same
+seed gives the same requests. ``split_requests`` holds whole phrasings out: the test requests are sentences whose
+wording never appears in training (and the voices that speak them are held out too, see ``voices``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+INTENTS = ("check_balance", "pay_bill", "dispute_charge", "update_payment_method", "reset_password",
+           "cancel_service", "upgrade_plan", "report_outage", "slow_connection", "change_address", "track_order",
+           "return_device", "activate_roaming", "opening_hours", "talk_to_agent")  # fmt: skip
+
+SLOTS = {
+    "amount": ("twenty dollars", "forty five dollars", "a hundred and twelve dollars", "eighty nine dollars",
+               "sixty dollars", "thirty two fifty", "two hundred dollars", "fifteen dollars"),
+    "date": ("last Tuesday", "the third of March", "yesterday", "the fifteenth", "last month", "June twenty first",
+             "this morning", "Friday"),
+    "plan": ("the unlimited plan", "the family plan", "the premium plan", "the five G plus plan",
+             "the business plan", "the gold plan"),
+    "address": ("twelve Oak Street", "forty five Maple Avenue", "seven River Road", "ninety Hill Lane",
+                "three Park Crescent", "a flat on Station Road"),
+    "order": ("order four four seven one", "my router order", "the phone I ordered last week", "order number nine two",
+              "my new modem", "the headset I bought"),
+    "country": ("Spain", "Japan", "Canada", "Mexico", "Italy", "Germany", "Brazil", "Thailand"),
+    "device": ("router", "modem", "phone", "set top box", "tablet", "smart watch"),
+    "service": ("internet", "TV package", "landline", "mobile line", "home phone", "broadband"),
+    "method": ("credit card", "new debit card", "bank account", "PayPal account", "company card"),
+    "day": ("Sunday", "Saturday", "a bank holiday", "Christmas Eve", "Monday", "weekends"),
+}  # fmt: skip
+
+TEMPLATES: dict[str, tuple[str, ...]] = {
+    "check_balance": (
+        "how much do I owe right now",
+        "what is my current balance",
+        "can you tell me my account balance",
+        "I want to know how much is left to pay on my account",
+        "how much was my last bill",
+        "is my balance still {amount}",
+        "what's the total due on my account as of {date}",
+        "could you check what I owe on my {service}",
+        "I'd like to hear my balance please",
+        "do I have anything outstanding on my bill",
+    ),
+    "pay_bill": (
+        "I want to pay my bill",
+        "I'd like to make a payment of {amount}",
+        "can I pay {amount} towards my bill today",
+        "let me pay off what I owe",
+        "I need to settle my {service} bill",
+        "please take {amount} from my {method} for the bill",
+        "how do I pay my bill over the phone",
+        "I want to clear my balance with my {method}",
+        "put a payment through for my account",
+        "I'm calling to pay the invoice from {date}",
+    ),
+    "dispute_charge": (
+        "there's a charge on my bill I don't recognise",
+        "I was charged {amount} and I don't know why",
+        "you billed me twice on {date}",
+        "I want to dispute a charge of {amount}",
+        "why is there an extra fee on my {service} bill",
+        "this charge is wrong and I want it removed",
+        "I never agreed to pay {amount}",
+        "my bill is higher than it should be",
+        "I was overcharged for my {service}",
+        "please refund the charge from {date}",
+    ),
+    "update_payment_method": (
+        "I need to change the card you have on file",
+        "please update my payment details to my {method}",
+        "I want to switch to paying by {method}",
+        "my card expired and I need to add a new one",
+        "can I change how I pay my bill",
+        "replace my old card with my {method}",
+        "I'd like to set up direct debit from my {method}",
+        "remove my old card from the account",
+        "the payment method on my account is out of date",
+        "use my {method} for payments from now on",
+    ),
+    "reset_password": (
+        "I forgot my password",
+        "I can't log in to my account",
+        "please reset my password",
+        "my online account is locked",
+        "I need a new password for the app",
+        "the website says my password is wrong",
+        "how do I get back into my account",
+        "I didn't get the password reset email",
+        "I'm locked out since {date}",
+        "can you send me a link to change my password",
+    ),
+    "cancel_service": (
+        "I want to cancel my {service}",
+        "please close my account",
+        "I'd like to end my contract",
+        "I'm leaving and want to cancel everything",
+        "stop my {service} at the end of the month",
+        "how do I cancel my subscription",
+        "I don't need the {service} any more, cancel it",
+        "terminate my service from {date}",
+        "I want to get out of {plan}",
+        "cancel my line please, I'm moving to another provider",
+    ),
+    "upgrade_plan": (
+        "I want to upgrade to {plan}",
+        "can I get more data on my plan",
+        "what would it cost to move to {plan}",
+        "I'd like a faster package",
+        "switch me to {plan} please",
+        "I need a bigger plan for my {service}",
+        "are there any better plans I can upgrade to",
+        "add more minutes and data to my contract",
+        "I'd like to go up a tier on my {service}",
+        "I want {plan} instead of my current one",
+    ),
+    "report_outage": (
+        "my {service} is down",
+        "there's no signal at all",
+        "the whole street has no {service} since {date}",
+        "nothing is working, the {device} shows a red light",
+        "I have no dial tone",
+        "is there an outage in my area",
+        "my {service} stopped working completely",
+        "the {device} won't connect at all",
+        "we've had no service since {date}",
+        "everything's been dead since the storm",
+    ),
+    "slow_connection": (
+        "my internet is really slow",
+        "the connection keeps dropping",
+        "videos keep buffering all evening",
+        "my speed is much lower than what I pay for",
+        "the wifi is slow in every room",
+        "pages take ages to load since {date}",
+        "my {service} is working but crawling",
+        "the {device} is connected but it's so slow",
+        "downloads have been slow for a week",
+        "my calls lag and the internet is sluggish",
+    ),
+    "change_address": (
+        "I'm moving to {address}",
+        "please update my address to {address}",
+        "I need to change my billing address",
+        "I've moved house and need to update my details",
+        "send my bills to {address} from now on",
+        "can you move my {service} to {address}",
+        "my new address is {address}",
+        "I'm relocating on {date}, can you change my address",
+        "update where you send my post",
+        "the address on my account is wrong, it should be {address}",
+    ),
+    "track_order": (
+        "where is {order}",
+        "when will {order} arrive",
+        "I haven't received {order} yet",
+        "can you track {order} for me",
+        "my delivery was due {date} and never came",
+        "what's the status of my order",
+        "has my {device} been shipped",
+        "I'm still waiting for {order}",
+        "is my parcel on its way",
+        "can I get a tracking number for my {device}",
+    ),
+    "return_device": (
+        "I want to return my {device}",
+        "how do I send back the {device}",
+        "the {device} is faulty and I want to return it",
+        "can I get a refund for {order}",
+        "I'd like to send {order} back",
+        "I need a returns label for the {device}",
+        "the {device} you sent doesn't work, I'm returning it",
+        "where do I drop off the old {device}",
+        "I changed my mind about the {device}, can I return it",
+        "I'm returning {order}, it arrived damaged",
+    ),
+    "activate_roaming": (
+        "I'm travelling to {country}, can you turn on roaming",
+        "will my phone work in {country}",
+        "please activate roaming on my line",
+        "I need international roaming from {date}",
+        "I'm going abroad next week, set up roaming",
+        "how much does roaming cost in {country}",
+        "switch on data abroad for my trip to {country}",
+        "can I use my phone overseas",
+        "enable roaming for my {service}",
+        "I'll be in {country} for two weeks, I need roaming",
+    ),
+    "opening_hours": (
+        "what time do you open",
+        "when does the store close",
+        "are you open on {day}",
+        "what are your opening hours",
+        "is the shop open on {day}",
+        "until what time can I call you",
+        "when is the help desk open",
+        "what are the hours for the branch on {address}",
+        "are you closed on {day}",
+        "what time does customer service open tomorrow",
+    ),
+    "talk_to_agent": (
+        "I want to speak to a real person",
+        "let me talk to an agent",
+        "can you put me through to someone",
+        "operator please",
+        "I need a human, not a machine",
+        "connect me to customer service",
+        "transfer me to a representative",
+        "I'd rather talk to somebody",
+        "get me a supervisor",
+        "is there anyone I can speak to",
+    ),
+}
+
+GREETINGS = ("", "", "", "hi", "hello", "hey", "good morning", "hi there", "yes hello", "okay so")
+FILLERS = ("uh", "um", "I mean", "like", "you know", "so")
+CLOSINGS = ("", "", "", "please", "thanks", "thank you", "if you can", "as soon as possible", "right now")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Request:
+    """One written request: what the caller says, its intent, and the phrasing (template) it came from."""
+
+    text: str
+    intent: str
+    template: int  # index into TEMPLATES[intent]
+    core: str = ""  # the filled-in template before greetings, fillers and closings
+
+    @property
+    def label(self) -> int:
+        return INTENTS.index(self.intent)
+
+
+def fill(template: str, rng: np.random.Generator) -> str:
+    """The template with each ``{slot}`` replaced by a value drawn from ``SLOTS``."""
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in SLOTS:
+            raise KeyError(f"template {template!r} uses an unknown slot {{{name}}}; known: {sorted(SLOTS)}")
+        return str(rng.choice(SLOTS[name]))
+
+    return re.sub(r"\{(\w+)\}", value, template)
+
+
+def dress(core: str, rng: np.random.Generator, p_filler: float = 0.35) -> str:
+    """``core`` as said on the phone: maybe a greeting, a filler somewhere inside, a closing."""
+    words = core.split()
+    if rng.random() < p_filler and len(words) > 2:
+        at = int(rng.integers(1, len(words)))
+        words.insert(at, str(rng.choice(FILLERS)))
+    parts = [str(rng.choice(GREETINGS)), " ".join(words), str(rng.choice(CLOSINGS))]
+    return " ".join(p for p in parts if p)
+
+
+def make_requests(per_intent: int = 40, seed: int = 0, max_tries: int = 50) -> list[Request]:
+    """``per_intent`` distinct requests for every intent, spread evenly over its templates; deterministic in ``seed``.
+
+    Requests of one intent differ in their words, not only in their greeting: two requests never share the same
+    filled-in core sentence unless a template has no slots left to vary (then the dressing tells them apart)."""
+    if per_intent < 1:
+        raise ValueError(f"per_intent must be at least 1, got {per_intent}")
+    rng = np.random.default_rng(seed)
+    out: list[Request] = []
+    for intent in INTENTS:
+        templates = TEMPLATES[intent]
+        seen: set[str] = set()
+        cores: set[str] = set()
+        for k in range(per_intent):
+            t = k % len(templates)
+            text = None
+            for attempt in range(max_tries):
+                core = fill(templates[t], rng)
+                candidate = dress(core, rng)
+                if candidate in seen or (core in cores and attempt < max_tries // 2):
+                    continue  # a new wording first; a repeated one only with new dressing, after many tries
+                text, kept = candidate, core
+                break
+            if text is None:
+                raise RuntimeError(f"could not draw a new request for {intent!r} from template {templates[t]!r}")
+            seen.add(text)
+            cores.add(core)
+            out.append(Request(text, intent, t, kept))
+    return out
+
+
+def split_templates(seed: int = 0, n_val: int = 1, n_test: int = 2) -> dict[str, dict[str, list[int]]]:
+    """For every intent, which of its templates are train, val and test (whole phrasings held out)."""
+    rng = np.random.default_rng(seed + 1)
+    out: dict[str, dict[str, list[int]]] = {}
+    for intent in INTENTS:
+        perm = rng.permutation(len(TEMPLATES[intent])).tolist()
+        out[intent] = {"test": sorted(perm[:n_test]), "val": sorted(perm[n_test : n_test + n_val]),
+                       "train": sorted(perm[n_test + n_val :])}  # fmt: skip
+    return out
+
+
+def split_requests(requests: Sequence[Request], seed: int = 0) -> dict[str, list[Request]]:
+    """The requests of each split; a template (and every request written from it) is in exactly one split."""
+    where = split_templates(seed)
+    out: dict[str, list[Request]] = {s: [] for s in SPLITS}
+    for r in requests:
+        split = next(s for s in SPLITS if r.template in where[r.intent][s])
+        out[split].append(r)
+    return out

@@ -1,0 +1,125 @@
+"""The help-desk calls: 15 intents with at least 40 distinct requests each, phrasings and voices held out, the
+generated set deterministic and cached, and a user's folder of recorded calls read with its own intents."""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mmhelpers.errors import DataError
+from mmhelpers.scenarios.customer_service.data import EMBEDDED, CallPlan, build_calls, load_call_folder, plan_calls
+from mmhelpers.scenarios.customer_service.requests import INTENTS, TEMPLATES, make_requests, split_requests
+from mmhelpers.scenarios.customer_service.voices import TEST_ACCENTS, TEST_VARIANTS, speakers
+from mmhelpers.speech import espeak_available
+
+needs_espeak = pytest.mark.skipif(
+    not espeak_available() and not os.environ.get("CI"),  # CI installs it (.ci/run) and never skips
+    reason="espeak-ng is not installed (apt-get install espeak-ng)",
+)
+
+
+def test_fifteen_intents_with_forty_distinct_requests_each():
+    requests = make_requests(40, seed=0)
+    assert len(INTENTS) == 15 and set(TEMPLATES) == set(INTENTS)
+    by_intent = Counter(r.intent for r in requests)
+    assert set(by_intent.values()) == {40}
+    assert len({r.text for r in requests}) == len(requests)
+    for intent in INTENTS:  # every phrasing used; slots vary the wording beyond the greeting and fillers
+        assert len({r.core for r in requests if r.intent == intent}) >= len(TEMPLATES[intent]) == 10
+    assert len({r.core for r in requests}) >= 350
+    assert [r.text for r in make_requests(40, seed=0)] == [r.text for r in requests]
+    assert [r.text for r in make_requests(40, seed=1)] != [r.text for r in requests]
+    assert any(" uh " in r.text or " um " in r.text or "I mean" in r.text for r in requests)  # fillers
+
+
+def test_split_holds_whole_phrasings_out():
+    split = split_requests(make_requests(40), seed=0)
+    templates = {s: {(r.intent, r.template) for r in rs} for s, rs in split.items()}
+    assert not templates["train"] & templates["test"] and not templates["train"] & templates["val"]
+    assert not templates["val"] & templates["test"]
+    for s in ("train", "val", "test"):
+        assert {r.intent for r in split[s]} == set(INTENTS)
+
+
+def test_test_voices_are_never_heard_in_training():
+    voices = speakers(24, 4, 8, seed=0)
+    pair = lambda v: v.name  # noqa: E731 - accent+variant
+    train = {pair(v) for v in voices["train"] + voices["val"]}
+    assert not train & {pair(v) for v in voices["test"]}
+    for v in voices["test"]:
+        accent, variant = v.name.split("+")
+        assert accent in TEST_ACCENTS or variant in TEST_VARIANTS
+    for v in voices["train"] + voices["val"]:
+        accent, variant = v.name.split("+") if v.engine == "espeak" else ("piper", "joe")
+        assert accent not in TEST_ACCENTS and variant not in TEST_VARIANTS
+    assert sum(v.engine == "piper" for v in voices["train"]) == 2
+
+
+def test_plan_puts_every_test_request_at_every_snr():
+    planned, _ = plan_calls(CallPlan(per_intent=40))
+    test = [(r.text, snr) for r, split, _, _, snr in planned if split == "test"]
+    texts = {t for t, _ in test}
+    assert Counter(snr for _, snr in test) == {snr: len(texts) for snr in (0.0, 5.0, 10.0, 20.0, None)}
+    assert len([1 for _, s, *_ in planned if s == "train"]) == 2 * 420
+
+
+@needs_espeak
+def test_embedded_build_is_deterministic_cached_and_telephone_quality(tmp_path, monkeypatch):
+    calls = build_calls(EMBEDDED, progress=False)
+    assert calls.sr == 8000 and len(calls) == len(calls.waves)
+    assert set(calls.labels.tolist()) == set(range(15))
+    lengths = np.array([w.numel() for w in calls.waves]) / calls.sr
+    assert 0.5 < lengths.min() and lengths.max() < 12
+    assert all(float(w.abs().max()) > 0.01 for w in calls.waves)
+    shards = sorted((tmp_path / "cache" / "calls").rglob("shard-*.npz"))
+    assert shards
+    again = build_calls(EMBEDDED, progress=False)  # from the cache
+    assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(calls.waves, again.waves, strict=True))
+    monkeypatch.setenv("MMHELPERS_CACHE", str(tmp_path / "other_cache"))
+    fresh = build_calls(EMBEDDED, progress=False)  # built again from nothing: the same audio
+    assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(calls.waves, fresh.waves, strict=True))
+    shards[0].write_bytes(b"truncated")  # a damaged shard is rebuilt, not trusted
+    monkeypatch.setenv("MMHELPERS_CACHE", str(tmp_path / "cache"))
+    assert all(
+        np.array_equal(a.numpy(), b.numpy())
+        for a, b in zip(calls.waves, build_calls(EMBEDDED, progress=False).waves, strict=True)
+    )
+    train_voices = {c.voice for c in calls.calls if c.split == "train"}
+    assert not train_voices & {c.voice for c in calls.calls if c.split == "test"}
+    assert {c.snr_db for c in calls.calls if c.split == "test"} == {0.0, None}
+
+
+@needs_espeak
+def test_own_call_folder(tmp_path):
+    from userdata import write_call_folder
+
+    folder = write_call_folder(tmp_path / "my_calls")
+    calls = load_call_folder(folder, progress=False)
+    assert calls.intents == ("billing", "moving", "other", "sales", "technical") and calls.sr == 8000
+    assert len(calls) == 100 and all(w.ndim == 1 for w in calls.waves)
+    by_split = {s: {c.voice for c in calls.calls if c.split == s} for s in ("train", "val", "test")}
+    assert len(by_split["test"]) == 1 and len(by_split["val"]) == 1 and not by_split["train"] & by_split["test"]
+    assert calls.calls[0].text == "my bill is wrong"
+    rows = list(csv.DictReader(open(folder / "metadata.csv")))
+    rows[3]["split"] = "holdout"
+    with open(folder / "metadata.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, list(rows[0]) + ["split"])
+        w.writeheader()
+        w.writerows([{**r, "split": r.get("split", "train")} for r in rows])
+    with pytest.raises(DataError, match=r"metadata.csv.*line 5.*'holdout'"):
+        load_call_folder(folder, progress=False)
+
+
+def test_empty_recording_is_named(tmp_path):
+    import soundfile as sf
+
+    (tmp_path / "a.wav").write_bytes(b"")
+    sf.write(tmp_path / "b.wav", np.zeros(0, np.float32), 8000)
+    Path(tmp_path / "metadata.csv").write_text("file_name,intent\nb.wav,billing\n")
+    with pytest.raises(DataError, match="b.wav"):
+        load_call_folder(tmp_path, progress=False)

@@ -1,0 +1,96 @@
+"""Speech recognition: the packaged Whisper tiny.en reads back a synthetic request with word times and
+confidences, silent and too-short recordings never reach the model, results are cached by content and settings,
+pocketsphinx runs as the baseline, and the word error rate is right (after Whisper's normaliser)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from mmhelpers.asr import (
+    PocketSphinx,
+    SpeechRecogniser,
+    Transcript,
+    Word,
+    normalise_words,
+    transcribe,
+    word_error_rate,
+)
+from mmhelpers.audio import load_audio
+from mmhelpers.speech import Voice, synthesize
+
+TEXT = "I want to cancel my internet contract"
+
+
+@pytest.fixture(scope="module")
+def whisper() -> SpeechRecogniser:
+    return SpeechRecogniser()
+
+
+@pytest.fixture(scope="module")
+def clip() -> tuple[np.ndarray, int]:
+    (wave,), sr = synthesize([TEXT], Voice("piper", "joe", speed=160))
+    return wave, sr
+
+
+def test_whisper_reads_a_request_with_word_times(whisper: SpeechRecogniser, clip):
+    wave, sr = clip
+    t = whisper(wave, sr)
+    assert word_error_rate([TEXT], [t.text]) < 0.15, t.text
+    assert t.words and all(0 <= w.start <= w.end <= len(wave) / sr + 0.5 for w in t.words)
+    assert [w.start for w in t.words] == sorted(w.start for w in t.words)
+    assert 0.5 < t.confidence <= 1.0 and not t.skipped
+
+
+def test_silent_and_too_short_wavs_never_reach_the_model(whisper: SpeechRecogniser, tmp_path):
+    sf.write(tmp_path / "silent.wav", np.zeros(16000, np.int16), 16000, subtype="PCM_16")
+    sf.write(tmp_path / "short.wav", (np.random.default_rng(0).standard_normal(400) * 3000).astype(np.int16), 8000)
+    silent, sr1 = load_audio(tmp_path / "silent.wav")
+    short, sr2 = load_audio(tmp_path / "short.wav")
+    for wave, sr, why in ((silent, sr1, "silent"), (short, sr2, "too short")):
+        t = whisper(wave, sr)
+        assert t == Transcript("", skipped=why) and t.confidence == 0.0
+        assert PocketSphinx()(wave, sr).skipped == why
+
+
+def test_transcripts_are_cached_by_content_and_settings(tmp_path, clip):
+    class Counting:
+        model_id, settings, calls = "fake", {"beam_size": 1}, 0
+
+        def __call__(self, wave, sr):
+            Counting.calls += 1
+            return Transcript(f"{len(wave)}", [Word("x", 0.0, 0.1, 0.9)], -0.1, 0.01)
+
+    wave, sr = clip
+    waves = [wave, wave[:8000], wave[:12000]]
+    first = transcribe(waves, sr, Counting(), shard_size=2, progress=False)
+    assert Counting.calls == 3 and first[1].text == "8000"
+    assert transcribe(waves, sr, Counting(), shard_size=2, progress=False) == first and Counting.calls == 3
+    other = Counting()
+    other.settings = {"beam_size": 5}
+    transcribe(waves, sr, other, shard_size=2, progress=False)
+    assert Counting.calls == 6  # a changed setting is a new cache entry
+    transcribe([wave, wave[:9000], wave[:12000]], sr, Counting(), shard_size=2, progress=False)
+    assert Counting.calls == 9  # changed content too
+    assert not list((tmp_path / "cache" / "asr").rglob("*.tmp"))
+
+
+def test_pocketsphinx_baseline_hears_something(clip):
+    wave, sr = clip
+    t = PocketSphinx()(wave, sr)
+    assert t.text and t.text == t.text.lower()
+    assert word_error_rate([TEXT], [t.text]) < 1.0
+
+
+def test_word_error_rate():
+    assert word_error_rate(["pay my bill"], ["pay my bill"]) == 0.0
+    assert word_error_rate(["pay my bill"], ["pay the bill"]) == pytest.approx(1 / 3)
+    assert word_error_rate(["pay my bill", "hello"], ["", "hello"]) == pytest.approx(3 / 4)  # empty transcript
+    assert word_error_rate(["I was charged forty five dollars"], ["I was charged $45."]) == 0.0
+    assert word_error_rate(["uh I don't recognise it"], ["I do not recognize it"]) == 0.0
+    assert normalise_words("Hello, I, you know...") == "hello i you know"
+    with pytest.raises(ValueError, match="all empty"):
+        word_error_rate(["", "uh"], ["a", "b"])
+    with pytest.raises(ValueError, match="hypotheses"):
+        word_error_rate(["a"], [])
