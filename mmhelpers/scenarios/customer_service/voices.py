@@ -1,10 +1,14 @@
-"""The callers: synthetic voices, with whole voices held out for testing.
+"""The callers: synthetic voices from three engines, with whole voices held out for testing.
 
-espeak-ng gives accents (US, British, Scottish, Received Pronunciation, Lancaster, West Midlands, Caribbean) and
-voice variants (male ``m1``-``m7``, female ``f1``-``f5``, ``klatt`` formant voices); each speaker here is an
-accent and a variant at its own speed and pitch. Piper's neural voice "joe" speaks too, at two speeds. Test
-speakers share neither their accent-and-variant pair nor, for two accents, even the accent with any training
-speaker: the model is scored on voices it has never heard.
+- espeak-ng: accents (US, British, Scottish, Received Pronunciation, Lancaster, West Midlands, Caribbean) times
+  variants (male ``m1``-``m7``, female ``f1``-``f5``, ``klatt`` formant voices), each at its own speed and pitch.
+  Robotic: the hard callers.
+- Flite: CMU's ``awb`` (Scottish male), ``rms`` (US male), ``kal16`` (US male, diphone) in training, and ``slt``
+  (US female) heard only in testing, each at a few speeds and pitches.
+- Piper: the neural voice "joe", in training at two speeds.
+
+Test speakers share nothing with training ones: espeak test speakers have an accent or a variant no training
+speaker has, and the Flite test voice is a different person from the Flite training voices.
 """
 
 from __future__ import annotations
@@ -15,30 +19,42 @@ from mmhelpers.speech import Voice
 
 ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029")
 VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2", "klatt3")
-TEST_ACCENTS = ("en-gb-x-gbcwmd", "en-029")  # heard only in testing
-TEST_VARIANTS = ("m6", "f4", "klatt3")  # heard only in testing
+TEST_ACCENTS = ("en-gb-x-gbcwmd", "en-029")  # espeak accents heard only in testing
+TEST_VARIANTS = ("m6", "f4", "klatt3")  # espeak variants heard only in testing
+FLITE_TRAIN = ("awb", "rms", "kal16")
+FLITE_TEST = ("slt",)
+FLITE_PITCH = {"awb": (100, 130), "rms": (90, 120), "kal16": (95, 125), "slt": (150, 200)}  # Hz, low and high
 
 
-def speakers(n_train: int = 24, n_val: int = 4, n_test: int = 8, seed: int = 0,
-             piper: bool = True) -> dict[str, list[Voice]]:  # fmt: skip
-    """Train, val and test speakers; no accent-and-variant pair in two splits, test ones never heard in training.
+def speakers(n_train: int = 16, n_val: int = 4, n_test: int = 4, seed: int = 0, flite_takes: int = 2,
+             flite_test_takes: int = 3, piper: bool = True) -> dict[str, list[Voice]]:  # fmt: skip
+    """Train, val and test speakers: ``n_*`` espeak speakers per split, plus Flite's voices (``flite_takes``
+    speed-and-pitch settings of each training voice, ``flite_test_takes`` of the test voice) and Piper's "joe".
 
-    Train and val use the other accents and variants; test speakers have a test accent or a test variant (or both).
-    Speed (words per minute) and pitch are drawn per speaker. Piper's "joe" is a training speaker at two speeds."""
+    No espeak accent-and-variant pair is in two splits; speed and pitch are drawn per speaker."""
     rng = np.random.default_rng(seed)
     seen = [(a, v) for a in ACCENTS if a not in TEST_ACCENTS for v in VARIANTS if v not in TEST_VARIANTS]
     unseen = [(a, v) for a in ACCENTS for v in VARIANTS if a in TEST_ACCENTS or v in TEST_VARIANTS]
     if n_train + n_val > len(seen) or n_test > len(unseen):
-        raise ValueError(f"at most {len(seen)} train+val and {len(unseen)} test speakers, asked {n_train + n_val}"
-                         f" and {n_test}")  # fmt: skip
+        raise ValueError(f"at most {len(seen)} train+val and {len(unseen)} test espeak speakers, asked"
+                         f" {n_train + n_val} and {n_test}")  # fmt: skip
     pick_seen = [seen[i] for i in rng.permutation(len(seen))[: n_train + n_val]]
     pick_unseen = [unseen[i] for i in rng.permutation(len(unseen))[:n_test]]
 
-    def voice(accent: str, variant: str) -> Voice:
-        return Voice("espeak", f"{accent}+{variant}", speed=int(rng.integers(135, 195)), pitch=int(rng.integers(25, 75)))
+    def espeak(accent: str, variant: str) -> Voice:
+        return Voice(
+            "espeak", f"{accent}+{variant}", speed=int(rng.integers(135, 190)), pitch=int(rng.integers(25, 75))
+        )
 
-    out = {"train": [voice(*p) for p in pick_seen[:n_train]], "val": [voice(*p) for p in pick_seen[n_train:]],
-           "test": [voice(*p) for p in pick_unseen]}  # fmt: skip
+    def flite(name: str, takes: int) -> list[Voice]:
+        low, high = FLITE_PITCH[name]
+        return [Voice("flite", name, speed=int(rng.integers(135, 190)), pitch=int(rng.integers(low, high)))
+                for _ in range(takes)]  # fmt: skip
+
+    out = {"train": [espeak(*p) for p in pick_seen[:n_train]], "val": [espeak(*p) for p in pick_seen[n_train:]],
+           "test": [espeak(*p) for p in pick_unseen]}  # fmt: skip
+    out["train"] += [v for name in FLITE_TRAIN for v in flite(name, flite_takes)]
+    out["test"] += [v for name in FLITE_TEST for v in flite(name, flite_test_takes)]
     if piper:
         out["train"] += [Voice("piper", "joe", speed=160), Voice("piper", "joe", speed=195)]
     return out

@@ -1,0 +1,183 @@
+"""Intent from a call: what was said, how it sounded, and the two fused.
+
+The recipe, each step a notebook cell:
+
+    transcripts = recognise(calls)                 # Whisper tiny.en, cached: text, word confidences, encoder states
+    feats = call_features(calls, transcripts)      # MiniLM of the true and the recognised transcript, acoustic states
+    results = run_methods(calls, feats, cfg)       # every model of METHODS, trained through the engine, by SNR
+
+Models (``METHODS``): the **true transcript** (the upper bound: a perfect recogniser), the **recognised
+transcript**, **audio** alone (Whisper's encoder states pooled over the call: how it sounded, with no decoding),
+and fusions of the recognised transcript with the audio: **early** (concatenated, with the recogniser's
+confidence), **late** (the two unimodal heads' log-probabilities, learned weights), **gated** (a Gated Multimodal
+Unit whose gates also see the confidence) and **cross-attention** (the transcript's word tokens and the call's
+acoustic frames attend to each other). Heads train on the training voices' calls, at every noise level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmhelpers.asr import SpeechRecogniser, Transcript, states_matrix, transcribe, word_error_rate
+from mmhelpers.classify import fusion_classifier, predict, text_features, train_classifier
+from mmhelpers.metrics import accuracy, macro_f1
+from mmhelpers.train import TrainConfig
+
+from .data import CallSet
+
+TEXT_ONLY = ("true transcript", "recognised transcript")
+# name -> (fusion method, inputs); "late" fuses the two unimodal heads' logits
+METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "true transcript": ("concat", ("true_text",)),
+    "recognised transcript": ("concat", ("asr_text",)),
+    "audio": ("concat", ("acoustic",)),
+    "early": ("concat", ("asr_text", "acoustic", "confidence")),
+    "late": ("late_learned", ("asr_text", "acoustic")),
+    "gated": ("gated", ("asr_text", "acoustic", "confidence")),
+}
+UNIMODAL = ("recognised transcript", "audio")
+FUSIONS = ("early", "late", "gated")
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Heads over frozen features, trained through the engine."""
+
+    seed: int = 0
+    device: str = "auto"
+    epochs: int = 60
+    lr: float = 3e-3
+    batch_size: int = 64
+    weight_decay: float = 1e-2
+    hidden_dim: int = 256
+    d_model: int = 128
+    dropout: float = 0.1
+
+    def smoke(self) -> ServiceConfig:
+        return replace(self, epochs=25)
+
+    def train_config(self, progress: bool = False) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, weight_decay=self.weight_decay,
+                           seed=self.seed, device=self.device, progress=progress, log_every_epoch=False)  # fmt: skip
+
+
+@dataclass
+class CallFeatures:
+    """Per-call inputs of the models, each (N, D); ``true_text`` is None for calls without transcripts."""
+
+    asr_text: torch.Tensor
+    acoustic: torch.Tensor
+    confidence: torch.Tensor  # (N, 1) the recogniser's word-probability geometric mean, 0 for nothing heard
+    true_text: torch.Tensor | None
+    transcripts: list[Transcript]
+
+    def inputs(self, names: Sequence[str]) -> dict[str, torch.Tensor]:
+        out = {}
+        for n in names:
+            x = getattr(self, n)
+            if x is None:
+                raise ValueError(f"these calls have no {n.replace('_', ' ')} (your folder has no transcript column)")
+            out[n] = x
+        return out
+
+
+def recognise(calls: CallSet, recogniser: SpeechRecogniser | None = None, progress: bool = True) -> list[Transcript]:
+    """Whisper's transcript of every call (cached by the audio, the model and its settings)."""
+    return transcribe(calls.waves, calls.sr, recogniser or SpeechRecogniser(), progress=progress)
+
+
+def call_features(calls: CallSet, transcripts: Sequence[Transcript], progress: bool = True) -> CallFeatures:
+    """MiniLM sentence embeddings of the recognised (and, when known, true) transcripts; Whisper's encoder states
+    standardised with the training calls' mean and spread; the recogniser's confidence."""
+    if len(transcripts) != len(calls):
+        raise ValueError(f"{len(transcripts)} transcripts for {len(calls)} calls")
+    asr = text_features([t.text for t in transcripts], progress=progress)
+    has_text = all(c.text for c in calls.calls)
+    true = text_features(calls.texts, progress=progress) if has_text else None
+    states = states_matrix(transcripts)
+    train = torch.as_tensor(calls.index("train"))
+    states = (states - states[train].mean(0)) / (states[train].std(0) + 1e-5)
+    conf = torch.tensor([[t.confidence] for t in transcripts], dtype=torch.float32)
+    return CallFeatures(asr, states, conf, true, list(transcripts))
+
+
+def train_method(name: str, feats: CallFeatures, labels: torch.Tensor, train: np.ndarray, cfg: ServiceConfig,
+                 n_classes: int, progress: bool = False) -> Any:  # fmt: skip
+    """One model of METHODS trained on the ``train`` calls; ``late`` trains the two unimodal heads first."""
+    method, names = METHODS[name]
+    idx = torch.as_tensor(train)
+    if method.startswith("late"):
+        parts = {n: train_method(u, feats, labels, train, cfg, n_classes) for n, u in
+                 zip(names, ("recognised transcript", "audio"), strict=True)}  # fmt: skip
+        logits = {n: predict(parts[n], feats.inputs([n])) for n in names}
+        model = fusion_classifier(method, logits, n_classes)
+        train_classifier(model, {n: x[idx] for n, x in logits.items()}, labels[idx], cfg.train_config(progress))
+        return _Late(parts, model)
+    inputs = feats.inputs(names)
+    model = fusion_classifier(method, inputs, n_classes, d_model=cfg.d_model, hidden_dim=cfg.hidden_dim,
+                              dropout=cfg.dropout)  # fmt: skip
+    torch.manual_seed(cfg.seed)
+    train_classifier(model, {n: x[idx] for n, x in inputs.items()}, labels[idx], cfg.train_config(progress))
+    return model
+
+
+class _Late:
+    """Late fusion: unimodal heads, then a learned weighting of their log-probabilities."""
+
+    def __init__(self, parts: Mapping[str, Any], fusion: Any):
+        self.parts, self.fusion = dict(parts), fusion
+
+    def logits(self, feats: CallFeatures) -> torch.Tensor:
+        return predict(self.fusion, {n: predict(m, feats.inputs([n])) for n, m in self.parts.items()})
+
+
+def method_logits(name: str, model: Any, feats: CallFeatures) -> torch.Tensor:
+    """Logits (N, K) of a trained model of METHODS on every call."""
+    if isinstance(model, _Late):
+        return model.logits(feats)
+    return predict(model, feats.inputs(METHODS[name][1]))
+
+
+def snr_name(snr: float | None) -> str:
+    return "quiet" if snr is None else f"{snr:g}"
+
+
+def scores(calls: CallSet, logits: torch.Tensor, split: str = "test") -> dict[str, Any]:
+    """Accuracy and macro-F1 on a split, and accuracy at each SNR of it."""
+    idx = calls.index(split)
+    labels = calls.labels
+    out: dict[str, Any] = {"accuracy": accuracy(logits[idx], labels[idx]),
+                           "macro_f1": macro_f1(logits[idx].argmax(1), labels[idx], len(calls.intents))}  # fmt: skip
+    snrs = sorted({c.snr_db for c in calls.calls if c.split == split}, key=lambda s: (s is None, s or 0.0))
+    out["by_snr"] = {snr_name(s): accuracy(logits[calls.index(split, s)], labels[calls.index(split, s)])
+                     for s in snrs}  # fmt: skip
+    return out
+
+
+def run_methods(calls: CallSet, feats: CallFeatures, cfg: ServiceConfig, methods: Sequence[str] | None = None,
+                progress: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Train every model of ``methods`` (default: all METHODS the data allows) and score it on the test calls."""
+    from tqdm.auto import tqdm
+
+    names = [m for m in (methods or METHODS) if feats.true_text is not None or m != "true transcript"]
+    labels, train = calls.labels, calls.index("train")
+    results, logits = {}, {}
+    for name in tqdm(names, desc="models", disable=not progress):
+        model = train_method(name, feats, labels, train, cfg, len(calls.intents))
+        logits[name] = method_logits(name, model, feats)
+        results[name] = scores(calls, logits[name])
+    return {"results": results, "logits": logits}
+
+
+def wer_by_snr(calls: CallSet, transcripts: Sequence[Transcript], split: str = "test") -> dict[str, float]:
+    """Word error rate of the recogniser on a split's calls, at each SNR."""
+    out = {}
+    for snr in sorted({c.snr_db for c in calls.calls if c.split == split}, key=lambda s: (s is None, s or 0.0)):
+        idx = calls.index(split, snr)
+        out[snr_name(snr)] = word_error_rate([calls.texts[i] for i in idx], [transcripts[i].text for i in idx])
+    return out
