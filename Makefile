@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install $(PIP_FLAGS) --no-deps rapidocr-onnxruntime==1.4.4 2>&1 | { grep -v "^WARNING: Location" || true; }
 	@# JupyterLab settings of this environment: no "official Jupyter news?" pop-up over the first notebook
 	install -D -m 644 scripts/jupyterlab-overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
-	$(PY) -c "import mmhelpers, torch, torchaudio, torchvision, transformers, papermill; from mmhelpers.lm import smollm2_gguf; smollm2_gguf(); import rapidocr_onnxruntime, jiwer; print('setup ok: torch', torch.__version__)"
+	$(PY) -c "import mmhelpers, torch, torchaudio, torchvision, transformers, papermill; from mmhelpers.lm import smollm2_gguf; smollm2_gguf(); import rapidocr_onnxruntime, jiwer, faster_whisper, piper, pocketsphinx; print('setup ok: torch', torch.__version__)"
 	@touch $(STAMP)
 
 notebooks: setup

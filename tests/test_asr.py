@@ -14,6 +14,7 @@ from mmhelpers.asr import (
     Transcript,
     Word,
     normalise_words,
+    states_matrix,
     transcribe,
     word_error_rate,
 )
@@ -41,6 +42,12 @@ def test_whisper_reads_a_request_with_word_times(whisper: SpeechRecogniser, clip
     assert t.words and all(0 <= w.start <= w.end <= len(wave) / sr + 0.5 for w in t.words)
     assert [w.start for w in t.words] == sorted(w.start for w in t.words)
     assert 0.5 < t.confidence <= 1.0 and not t.skipped
+    assert len(t.states) == 384 and np.isfinite(t.states).all()  # tiny.en's encoder width, pooled over the clip
+    silent = whisper(np.zeros(sr, np.float32), sr)
+    states = states_matrix([t, silent])
+    assert states.shape == (2, 384) and not states[1].any()  # nothing heard: zeros
+    with pytest.raises(ValueError, match="no transcript has encoder states"):
+        states_matrix([silent])
 
 
 def test_silent_and_too_short_wavs_never_reach_the_model(whisper: SpeechRecogniser, tmp_path):

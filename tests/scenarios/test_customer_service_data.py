@@ -128,3 +128,20 @@ def test_empty_recording_is_named(tmp_path):
     Path(tmp_path / "metadata.csv").write_text("file_name,intent\nb.wav,billing\n")
     with pytest.raises(DataError, match="b.wav"):
         load_call_folder(tmp_path, progress=False)
+
+
+@needs_voices
+def test_voices_at_different_rates_in_one_shard_keep_their_own_rate():
+    """espeak-ng speaks at 22.05 kHz and Flite at 16 kHz: built in one shard, each call lasts as long as its voice
+    said it (a shared rate would play Flite's clips 1.4x too fast)."""
+    from mmhelpers.scenarios.customer_service.data import _make_shard
+    from mmhelpers.scenarios.customer_service.requests import Request
+    from mmhelpers.speech import Voice, synthesize
+
+    text = "I want to return my router"
+    voices = [Voice("espeak", "en-us+m1", 160), Voice("flite", "rms", 160), Voice("piper", "joe", 175)]
+    planned = [(Request(text, "return_device", 0), "train", v, None, None) for v in voices]
+    built = _make_shard(planned, seed=0)
+    for v, wave in zip(voices, built, strict=True):
+        (alone,), sr = synthesize([text], v)
+        assert abs(len(wave) / 8000 - len(alone) / sr) < 0.01, v

@@ -33,7 +33,7 @@ from mmhelpers.telephone import TELEPHONE_SR, Channel, babble_noise, telephone_c
 from .requests import INTENTS, SPLITS, Request, make_requests, split_requests
 from .voices import speakers
 
-BUILD_VERSION = 2  # bump when the build's code changes what it makes
+BUILD_VERSION = 3  # bump when the build's code changes what it makes
 NOISES = ("white", "pink", "babble")
 
 
@@ -187,20 +187,23 @@ def _make_shard(chunk: list, seed: int) -> list[np.ndarray]:
     """Speak the chunk's requests (one synthesiser call per voice) and send each down its line: int16 at 8 kHz."""
     gen = torch.Generator().manual_seed(seed)
     clean: dict[int, torch.Tensor] = {}
-    rate = 22050
+    rate: dict[int, int] = {}  # engines differ: espeak-ng and Piper speak at 22.05 kHz, Flite at 16 kHz
     by_voice: dict[Voice, list[int]] = {}
     for i, (_, _, voice, _, _) in enumerate(chunk):
         by_voice.setdefault(voice, []).append(i)
     for voice, idx in by_voice.items():
-        clips, rate = synthesize([chunk[i][0].text for i in idx], voice)
+        clips, sr = synthesize([chunk[i][0].text for i in idx], voice)
         clean.update({i: torch.from_numpy(c) for i, c in zip(idx, clips, strict=True)})
+        rate.update(dict.fromkeys(idx, sr))
     out = []
     for i, (_, _, _, noise, snr) in enumerate(chunk):
         babble = None
-        if noise == "babble":  # three other callers of the chunk talking in the background
-            others = [clean[j] for j in torch.randperm(len(chunk), generator=gen).tolist() if j != i][:3]
-            babble = babble_noise(others, clean[i].numel(), gen)
-        wave = telephone_channel(clean[i], rate, Channel(noise=noise if noise != "babble" else None, snr_db=snr),
+        if noise == "babble":  # three other callers of the chunk talking in the background (at this call's rate)
+            others = [
+                clean[j] for j in torch.randperm(len(chunk), generator=gen).tolist() if j != i and rate[j] == rate[i]
+            ]
+            babble = babble_noise(others[:3] or [clean[i].flip(0)], clean[i].numel(), gen)
+        wave = telephone_channel(clean[i], rate[i], Channel(noise=noise if noise != "babble" else None, snr_db=snr),
                                  noise=babble, generator=gen)  # fmt: skip
         out.append((wave.clamp(-1, 1) * 32767).round().to(torch.int16).numpy())
     return out

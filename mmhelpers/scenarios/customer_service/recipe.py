@@ -115,14 +115,20 @@ def train_method(name: str, feats: CallFeatures, labels: torch.Tensor, train: np
         parts = {n: train_method(u, feats, labels, train, cfg, n_classes) for n, u in
                  zip(names, ("recognised transcript", "audio"), strict=True)}  # fmt: skip
         logits = {n: predict(parts[n], feats.inputs([n])) for n in names}
+        torch.manual_seed(cfg.seed)
         model = fusion_classifier(method, logits, n_classes)
         train_classifier(model, {n: x[idx] for n, x in logits.items()}, labels[idx], cfg.train_config(progress))
         return _Late(parts, model)
     inputs = feats.inputs(names)
+    torch.manual_seed(cfg.seed)  # the same initial weights whatever ran before
     model = fusion_classifier(method, inputs, n_classes, d_model=cfg.d_model, hidden_dim=cfg.hidden_dim,
                               dropout=cfg.dropout)  # fmt: skip
-    torch.manual_seed(cfg.seed)
-    train_classifier(model, {n: x[idx] for n, x in inputs.items()}, labels[idx], cfg.train_config(progress))
+    train_inputs = {n: x[idx] for n, x in inputs.items()}
+    if name == "recognised transcript" and feats.true_text is not None:
+        # learn the language from what was said, then read what was heard: on the full generated set this beat
+        # training on the recognised transcripts (38% against 32%: espeak's calls were mostly misheard in training)
+        train_inputs = {"asr_text": feats.true_text[idx]}
+    train_classifier(model, train_inputs, labels[idx], cfg.train_config(progress))
     return model
 
 

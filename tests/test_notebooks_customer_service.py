@@ -1,0 +1,53 @@
+"""The notebooks of scenario 06 (a customer-service voice assistant) with their smoke settings on the embedded
+calls, chained in one cache for the module (calls, transcripts, features), as in a session.
+
+The embedded set is small (8 requests per intent, 82 training calls for 15 intents): the assertions are on the
+data's construction (held-out voices and phrasings, the telephone band), the recogniser (cached, better than
+pocketsphinx on real speech, worse in noise) and what the true transcript teaches a head; the fusion gain is a
+claim of the full run (results/customer_service.json).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mmhelpers.run_notebooks import discover, execute
+
+pytestmark = [pytest.mark.notebook, pytest.mark.usefixtures("module_cache")]
+NOTEBOOKS = discover("06_customer_service")
+
+
+def run(stem: str, tmp_path: Path, **params: object) -> dict:
+    """Execute notebook ``stem`` of the scenario with its smoke settings on one thread."""
+    (path,) = [p for p in NOTEBOOKS if p.stem == stem]
+    return execute(path, {"SMOKE": True, "DATA": "embedded", "THREADS": 1, **params}, out_dir=tmp_path / "executed",
+                   metrics_json=tmp_path / "metrics.json")  # fmt: skip
+
+
+def test_customer_service_representation(tmp_path: Path):
+    m = run("01_representation", tmp_path)
+    assert m["n_intents"] == 15 and m["sr"] == 8000 and m["counts"]["test"] > 0
+    assert m["phrasings"]["shared"] == 0 and m["train_test_voice_overlap"] == 0  # unseen phrasings, unseen voices
+    assert m["voices"]["train"] >= 10 and m["voices"]["test"] >= 3
+    above = m["power_above_3400"]
+    assert above["telephone"] < 0.005 < above["wideband"]  # the line cuts what lies above 3.4 kHz
+    assert m["log_mel_shape"][0] == 40 and m["tokens_example"]["n_tokens"] >= 5
+
+
+def test_customer_service_recognition_and_fusion(tmp_path: Path):
+    fx = run("02_feature_extraction", tmp_path / "02")
+    assert fx["cache_identical"] and fx["seconds"]["cached"] < 0.2 * fx["seconds"]["recognise"]
+    wer = fx["wer_calls_by_snr"]
+    assert wer["quiet"] < 0.7 < wer["0"]  # noise at 0 dB wrecks the transcript
+    lv = fx["wer"]  # real read speech (Debian's pocketsphinx-testdata; CI installs it)
+    assert lv["whisper_tiny_en"]["librivox"] < 0.15 < lv["pocketsphinx"]["librivox"]
+    nn = fx["nearest_neighbour_accuracy"]
+    assert nn["true transcript"] > 5 * fx["chance"]  # MiniLM groups paraphrases of one intent
+
+    fu = run("03_fusion", tmp_path / "03")
+    r = fu["results"]
+    assert r["true transcript"]["accuracy"] > 0.5  # unseen phrasings; chance 1/15
+    assert r["recognised transcript"]["by_snr"]["quiet"] > 2 * fu["chance"]
+    assert set(r) == {"true transcript", "recognised transcript", "audio", "early", "late", "gated"}
