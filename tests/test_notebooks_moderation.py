@@ -13,18 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from mmhelpers.run_notebooks import discover, execute
+from notebook_runs import scenario_runner
 
 pytestmark = [pytest.mark.notebook, pytest.mark.usefixtures("module_cache")]
-NOTEBOOKS = discover("05_content_moderation")
-
-
-def run(stem: str, tmp_path: Path, **params: object) -> dict:
-    """Execute notebook ``stem`` of the scenario with its smoke settings on one thread."""
-    (path,) = [p for p in NOTEBOOKS if p.stem == stem]
-    return execute(path, {"SMOKE": True, "DATA": "embedded", "THREADS": 1, **params}, out_dir=tmp_path / "executed",
-                   metrics_json=tmp_path / "metrics.json")  # fmt: skip
+run = scenario_runner("05_content_moderation")
 
 
 def test_moderation_representation(tmp_path: Path):
