@@ -9,12 +9,23 @@ claim of the full run (results/customer_service.json).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from notebook_runs import scenario_runner
 
-pytestmark = [pytest.mark.notebook, pytest.mark.usefixtures("module_cache")]
+from mmhelpers.data.librivox import LIBRIVOX
+from mmhelpers.speech import espeak_available, flite_available
+
+pytestmark = [
+    pytest.mark.notebook,
+    pytest.mark.usefixtures("module_cache"),
+    pytest.mark.skipif(
+        not (espeak_available() and flite_available()) and not os.environ.get("CI"),  # CI installs them (.ci/run)
+        reason="espeak-ng or flite is not installed (apt-get install espeak-ng flite)",
+    ),
+]
 run = scenario_runner("06_customer_service")
 
 
@@ -32,9 +43,10 @@ def test_customer_service_recognition_and_fusion(tmp_path: Path):
     fx = run("02_feature_extraction", tmp_path / "02")
     assert fx["cache_identical"] and fx["seconds"]["cached"] < 0.2 * fx["seconds"]["recognise"]
     wer = fx["wer_calls_by_snr"]
-    assert wer["quiet"] < 0.7 < wer["0"]  # noise at 0 dB wrecks the transcript
+    assert wer["quiet"] < 0.5 and wer["0"] > 2 * wer["quiet"]  # noise at 0 dB wrecks the transcript
     lv = fx["wer"]  # real read speech (Debian's pocketsphinx-testdata; CI installs it)
-    assert lv["whisper_tiny_en"]["librivox"] < 0.15 < lv["pocketsphinx"]["librivox"]
+    if LIBRIVOX.is_dir() or os.environ.get("CI"):
+        assert lv["whisper_tiny_en"]["librivox"] < 0.15 < lv["pocketsphinx"]["librivox"]
     nn = fx["nearest_neighbour_accuracy"]
     assert nn["true transcript"] > 5 * fx["chance"]  # MiniLM groups paraphrases of one intent
 

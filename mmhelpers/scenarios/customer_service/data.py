@@ -42,9 +42,10 @@ class CallPlan:
     """What to generate: requests per intent, speakers per split, takes per request, noise levels (None = quiet)."""
 
     per_intent: int = 40
-    n_train_voices: int = 16  # espeak speakers; Flite's and Piper's voices come on top (see voices.speakers)
+    n_train_voices: int = 8  # espeak speakers; Flite's and Piper's voices come on top (see voices.speakers)
     n_val_voices: int = 4
-    n_test_voices: int = 4
+    n_test_voices: int = 2
+    flite_takes: int = 3  # speed-and-pitch settings of each Flite voice (training and test)
     train_takes: int = 2
     val_takes: int = 1
     train_snrs: tuple[float | None, ...] = (0.0, 5.0, 10.0, 20.0, None)
@@ -53,9 +54,9 @@ class CallPlan:
 
 
 FULL = CallPlan()
-# The notebooks' default: 8 requests per intent, 4 espeak + 6 Flite + 2 Piper training voices, the test requests
+# The notebooks' default: 8 requests per intent, 3 espeak + 6 Flite + 2 Piper training voices, the test requests
 # at 0 dB and in a quiet room
-EMBEDDED = CallPlan(per_intent=8, n_train_voices=4, n_val_voices=2, n_test_voices=2, train_takes=1,
+EMBEDDED = CallPlan(per_intent=8, n_train_voices=3, n_val_voices=2, n_test_voices=1, flite_takes=2, train_takes=1,
                     test_snrs=(0.0, None))  # fmt: skip
 
 
@@ -108,7 +109,8 @@ def plan_calls(plan: CallPlan) -> tuple[list[tuple[Request, str, Voice, str | No
     """Who says what over which line: (request, split, voice, noise, snr) per call, and the speakers."""
     rng = np.random.default_rng(plan.seed + 2)
     by_split = split_requests(make_requests(plan.per_intent, plan.seed), plan.seed)
-    voices = speakers(plan.n_train_voices, plan.n_val_voices, plan.n_test_voices, plan.seed)
+    voices = speakers(plan.n_train_voices, plan.n_val_voices, plan.n_test_voices, plan.seed,
+                      flite_takes=plan.flite_takes, flite_test_takes=plan.flite_takes)  # fmt: skip
     out = []
 
     def line(snrs: tuple[float | None, ...]) -> tuple[str | None, float | None]:

@@ -2,7 +2,9 @@
 
 - espeak-ng: accents (US, British, Scottish, Received Pronunciation, Lancaster, West Midlands, Caribbean) times
   variants (male ``m1``-``m7``, female ``f1``-``f5``, ``klatt`` formant voices), each at its own speed and pitch.
-  Robotic: the hard callers.
+  Robotic: Whisper tiny.en mishears 40-80% of their words over the line, against 4-8% of real people's (LibriVox,
+  the Asterisk prompts) and 10-25% of Flite's, so they are a minority of the callers (8 of 19 training voices,
+  2 of 5 test voices): enough accents to learn from, not so many that the test measures robotic voices.
 - Flite: CMU's ``awb`` (Scottish male), ``rms`` (US male), ``kal16`` (US male, diphone) in training, and ``slt``
   (US female) heard only in testing, each at a few speeds and pitches.
 - Piper: the neural voice "joe", in training at two speeds.
@@ -26,7 +28,7 @@ FLITE_TEST = ("slt",)
 FLITE_PITCH = {"awb": (100, 130), "rms": (90, 120), "kal16": (95, 125), "slt": (150, 200)}  # Hz, low and high
 
 
-def speakers(n_train: int = 16, n_val: int = 4, n_test: int = 4, seed: int = 0, flite_takes: int = 2,
+def speakers(n_train: int = 8, n_val: int = 4, n_test: int = 2, seed: int = 0, flite_takes: int = 3,
              flite_test_takes: int = 3, piper: bool = True) -> dict[str, list[Voice]]:  # fmt: skip
     """Train, val and test speakers: ``n_*`` espeak speakers per split, plus Flite's voices (``flite_takes``
     speed-and-pitch settings of each training voice, ``flite_test_takes`` of the test voice) and Piper's "joe".
@@ -43,7 +45,7 @@ def speakers(n_train: int = 16, n_val: int = 4, n_test: int = 4, seed: int = 0, 
 
     def espeak(accent: str, variant: str) -> Voice:
         return Voice(
-            "espeak", f"{accent}+{variant}", speed=int(rng.integers(135, 190)), pitch=int(rng.integers(25, 75))
+            "espeak", f"{accent}+{variant}", speed=int(rng.integers(125, 170)), pitch=int(rng.integers(25, 75))
         )
 
     def flite(name: str, takes: int) -> list[Voice]:
