@@ -14,7 +14,9 @@ accuracy can be reported by SNR on unseen voices and unseen phrasings. The build
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
+import zipfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -133,10 +135,8 @@ def plan_calls(plan: CallPlan) -> tuple[list[tuple[Request, str, Voice, str | No
 
 def _key(plan: CallPlan) -> str:
     try:
-        import piper
-
-        piper_version = getattr(piper, "__version__", "1.8")
-    except ImportError:  # pragma: no cover - a dependency
+        piper_version = importlib.metadata.version("piper-tts")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a dependency
         piper_version = "none"
     blob = {"plan": asdict(plan), "espeak": espeak_version(), "flite": flite_version(), "piper": piper_version,
             "build": BUILD_VERSION, "sr": TELEPHONE_SR}  # fmt: skip
@@ -181,7 +181,7 @@ def _load_shard(path: Path, n: int) -> list[np.ndarray] | None:
         if len(lengths) != n or int(lengths.sum()) != len(pcm):
             return None
         return np.split(pcm, np.cumsum(lengths)[:-1]) if n else []
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # damaged: built again, not trusted
         return None
 
 
