@@ -55,3 +55,18 @@ def test_customer_service_recognition_and_fusion(tmp_path: Path):
     assert r["true transcript"]["accuracy"] > 0.5  # unseen phrasings; chance 1/15
     assert r["recognised transcript"]["by_snr"]["quiet"] > 2 * fu["chance"]
     assert set(r) == {"true transcript", "recognised transcript", "audio", "early", "late", "gated"}
+
+
+def test_customer_service_own_folder(tmp_path: Path):
+    """A user's folder of recorded calls (five intents of their own, five speakers, 22.05 and 44.1 kHz, a speaker
+    held out): the representation and the fusion notebooks run on it unchanged (03 decodes the calls itself)."""
+    from userdata import write_call_folder
+
+    folder = str(write_call_folder(tmp_path / "my_calls"))
+    rep = run("01_representation", tmp_path / "01", DATA=folder)
+    assert rep["summary"]["intents"] == ["billing", "moving", "other", "sales", "technical"] and rep["sr"] == 8000
+    assert rep["train_test_voice_overlap"] == 0 and rep["summary"]["with_transcript"] == 100
+    fu = run("03_fusion", tmp_path / "03", DATA=folder)
+    r = fu["results"]
+    assert fu["chance"] == 0.2 and set(r["recognised transcript"]["by_snr"]) == {"quiet"}
+    assert r["true transcript"]["accuracy"] > 0.6 and r["recognised transcript"]["accuracy"] > 0.4  # chance 0.2
