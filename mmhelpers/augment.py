@@ -1,4 +1,4 @@
-"""Batched data augmentation on tensors: per-example random time shifts and affine warps.
+"""Data augmentation on tensors: per-example random time shifts and affine warps, batched; speed perturbation.
 
 Each function transforms a whole batch at once with a different random draw per example, which is
 far cheaper on CPU than per-item transforms in a DataLoader. SpecAugment masks live in
@@ -11,6 +11,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+import torchaudio.functional as AF
 
 from mmhelpers.audio import spec_augment
 
@@ -44,3 +45,11 @@ def random_affine(images: torch.Tensor, degrees: float = 10.0, translate: float 
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)  # (B, 2, 3)
     grid = F.affine_grid(theta.to(images), list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def speed_perturb(wave: torch.Tensor, sr: int, factor: float) -> torch.Tensor:
+    """Play ``wave`` (..., T) ``factor`` times as fast, pitch moving with it, as Kaldi's speed perturbation
+    (Ko et al. 2015: factors 0.9, 1.0, 1.1): resampled from ``sr * factor`` to ``sr`` and read at ``sr``."""
+    if factor <= 0:
+        raise ValueError(f"the speed factor must be positive, got {factor}")
+    return AF.resample(wave, round(sr * factor), sr)

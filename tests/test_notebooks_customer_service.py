@@ -29,6 +29,12 @@ pytestmark = [
 run = scenario_runner("06_customer_service")
 
 
+@pytest.fixture
+def module_lm(module_cache: Path, shared_lm: Path) -> Path:
+    """SmolLM2 converted once a session, linked into this module's cache (notebooks 04 and 05 load it)."""
+    return shared_lm
+
+
 def test_customer_service_representation(tmp_path: Path):
     m = run("01_representation", tmp_path)
     assert m["n_intents"] == 15 and m["sr"] == 8000 and m["counts"]["test"] > 0
@@ -39,7 +45,8 @@ def test_customer_service_representation(tmp_path: Path):
     assert m["log_mel_shape"][0] == 40 and m["tokens_example"]["n_tokens"] >= 5
 
 
-def test_customer_service_recognition_and_fusion(tmp_path: Path):
+@pytest.mark.usefixtures("module_lm")
+def test_customer_service_recognition_fusion_training_evaluation(tmp_path: Path):
     fx = run("02_feature_extraction", tmp_path / "02")
     assert fx["cache_identical"] and fx["seconds"]["cached"] < 0.2 * fx["seconds"]["recognise"]
     wer = fx["wer_calls_by_snr"]
@@ -54,7 +61,29 @@ def test_customer_service_recognition_and_fusion(tmp_path: Path):
     r = fu["results"]
     assert r["true transcript"]["accuracy"] > 0.5  # unseen phrasings; chance 1/15
     assert r["recognised transcript"]["by_snr"]["quiet"] > 2 * fu["chance"]
-    assert set(r) == {"true transcript", "recognised transcript", "audio", "early", "late", "gated"}
+    assert set(r) == {"true transcript", "recognised transcript", "audio", "early", "late", "late + confidence", "gated"}
+
+    tr = run("04_training", tmp_path / "04", ZERO_SHOT_N=8)
+    aug = tr["augmentation"]
+    assert aug["n_copies"] == 12 and set(aug["with"]) == {"audio", "early", "late", "late + confidence", "gated"}
+    te = tr["text_encoder"]
+    assert te["frozen MiniLM + head"]["true"]["accuracy"] > 0.5  # as in 03
+    assert te["top layer fine-tuned"]["true"]["accuracy"] > 3 * tr["chance"]  # the tuned layer learned the intents
+    zs = tr["zero_shot"]
+    assert zs["n_calls"] == 8 and set(zs["true transcript"]) == {"zero-shot", "zero-shot calibrated", "trained head"}
+    assert tr["loss_drop"] and 0 <= tr["curves"]["best_epoch"] < len(tr["curves"]["train_loss"])
+
+    ev = run("05_evaluation", tmp_path / "05")
+    assert ev["results"]["true transcript"]["accuracy"] > 0.5
+    sel = ev["selective"]["true transcript"]
+    assert 0.0 <= sel["coverage_at_target"] <= 1.0
+    assert ev["calibration"]["temperature"] > 0 and 0 <= ev["calibration"]["ece_scaled"] <= 1
+    if LIBRIVOX.is_dir() or os.environ.get("CI"):
+        assert ev["wer"]["whisper_tiny_en"]["librivox"] < 0.15 < ev["wer"]["pocketsphinx"]["librivox"]
+    lat = ev["latency_ms"]
+    assert 0 < lat["intent"]["median"] < lat["recognition"]["median"] < 10_000  # recognition dominates
+    assert ev["demo"] and all(d["said"] and d["reply_seconds"] > 0.5 for d in ev["demo"])  # a spoken reply
+    assert len(ev["demo"][0]["reply"].split()) >= 4  # SmolLM2 wrote the surest call's reply
 
 
 def test_customer_service_own_folder(tmp_path: Path):

@@ -96,3 +96,18 @@ def test_bad_input_is_refused_clearly():
         telephone_channel(tone(500), 16000, Channel(noise="white"))
     with pytest.raises(ValueError, match="needs a recording"):
         telephone_channel(tone(500), 16000, Channel(noise="babble", snr_db=5.0))
+
+
+@pytest.mark.parametrize("factor", [0.9, 1.1])
+def test_speed_perturb_changes_length_and_pitch_together(factor: float):
+    from mmhelpers.augment import speed_perturb
+
+    sr = 8000
+    t = torch.arange(sr) / sr
+    tone = torch.sin(2 * torch.pi * 500 * t)
+    out = speed_perturb(tone, sr, factor)
+    assert abs(out.numel() - sr / factor) <= 2  # faster = shorter
+    peak = torch.fft.rfft(out).abs().argmax().item() * sr / out.numel()
+    assert peak == pytest.approx(500 * factor, rel=0.02)  # and higher
+    with pytest.raises(ValueError, match="positive"):
+        speed_perturb(tone, sr, 0)

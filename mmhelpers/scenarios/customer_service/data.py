@@ -98,6 +98,16 @@ class CallSet:
         return np.array([i for i, c in enumerate(self.calls) if c.split == split
                          and (snr == "any" or c.snr_db == snr)], dtype=np.int64)  # fmt: skip
 
+    def extended(self, other: CallSet) -> CallSet:
+        """These calls followed by ``other``'s (same rate and intents), e.g. augmented copies of the training calls."""
+        if other.sr != self.sr or tuple(other.intents) != tuple(self.intents):
+            raise ValueError(f"cannot join calls at {other.sr} Hz with intents {other.intents} to calls at {self.sr} Hz"
+                             f" with intents {self.intents}")  # fmt: skip
+        voices = {s: [*self.voices.get(s, []), *(v for v in other.voices.get(s, []) if v not in self.voices.get(s, []))]
+                  for s in {*self.voices, *other.voices}}  # fmt: skip
+        return CallSet([*self.calls, *other.calls], [*self.waves, *other.waves], self.sr, self.intents,
+                       f"{self.source} + {other.source}", voices)  # fmt: skip
+
     @property
     def labels(self) -> torch.Tensor:
         return torch.tensor([self.intents.index(c.intent) for c in self.calls], dtype=torch.long)

@@ -16,17 +16,21 @@ acoustic frames attend to each other). Heads train on the training voices' calls
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from mmhelpers.asr import SpeechRecogniser, Transcript, states_matrix, transcribe, word_error_rate
 from mmhelpers.classify import fusion_classifier, predict, text_features, train_classifier
+from mmhelpers.encoders import TextEncoder, build_text_encoder
 from mmhelpers.metrics import accuracy, macro_f1
-from mmhelpers.train import TrainConfig
+from mmhelpers.train import TensorDictDataset, TrainConfig, Trainer
 
 from .data import CallSet
 
@@ -38,10 +42,11 @@ METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
     "audio": ("concat", ("acoustic",)),
     "early": ("concat", ("asr_text", "acoustic", "confidence")),
     "late": ("late_learned", ("asr_text", "acoustic")),
+    "late + confidence": ("late_confidence", ("asr_text", "acoustic")),
     "gated": ("gated", ("asr_text", "acoustic", "confidence")),
 }
 UNIMODAL = ("recognised transcript", "audio")
-FUSIONS = ("early", "late", "gated")
+FUSIONS = ("early", "late", "late + confidence", "gated")
 
 
 @dataclass(frozen=True)
@@ -57,9 +62,10 @@ class ServiceConfig:
     hidden_dim: int = 256
     d_model: int = 128
     dropout: float = 0.1
+    folds: int = 5  # out-of-fold logits for the late fusion's weights
 
     def smoke(self) -> ServiceConfig:
-        return replace(self, epochs=25)
+        return replace(self, epochs=25, folds=3)
 
     def train_config(self, progress: bool = False) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, weight_decay=self.weight_decay,
@@ -75,6 +81,8 @@ class CallFeatures:
     confidence: torch.Tensor  # (N, 1) the recogniser's word-probability geometric mean, 0 for nothing heard
     true_text: torch.Tensor | None
     transcripts: list[Transcript]
+    state_mean: torch.Tensor | None = None  # the training calls' acoustic statistics, for new calls (``featurise``)
+    state_std: torch.Tensor | None = None
 
     def inputs(self, names: Sequence[str]) -> dict[str, torch.Tensor]:
         out = {}
@@ -101,23 +109,46 @@ def call_features(calls: CallSet, transcripts: Sequence[Transcript], progress: b
     true = text_features(calls.texts, progress=progress) if has_text else None
     states = states_matrix(transcripts)
     train = torch.as_tensor(calls.index("train"))
-    states = (states - states[train].mean(0)) / (states[train].std(0) + 1e-5)
+    mean, std = states[train].mean(0), states[train].std(0) + 1e-5
     conf = torch.tensor([[t.confidence] for t in transcripts], dtype=torch.float32)
-    return CallFeatures(asr, states, conf, true, list(transcripts))
+    return CallFeatures(asr, (states - mean) / std, conf, true, list(transcripts), mean, std)
+
+
+def featurise(transcripts: Sequence[Transcript], ref: CallFeatures, encoder: TextEncoder | None = None) -> CallFeatures:
+    """Features of new calls as ``ref``'s were made (its acoustic statistics), with no cache: what a live call gets."""
+    encoder = encoder or build_text_encoder()
+    if ref.state_mean is None or ref.state_std is None:
+        raise ValueError("ref has no acoustic statistics: make it with call_features")
+    asr = encoder.encode([t.text for t in transcripts], batch_size=max(len(transcripts), 1))
+    states = (states_matrix(transcripts) - ref.state_mean) / ref.state_std
+    conf = torch.tensor([[t.confidence] for t in transcripts], dtype=torch.float32)
+    return CallFeatures(asr, states, conf, None, list(transcripts), ref.state_mean, ref.state_std)
 
 
 def train_method(name: str, feats: CallFeatures, labels: torch.Tensor, train: np.ndarray, cfg: ServiceConfig,
-                 n_classes: int, progress: bool = False) -> Any:  # fmt: skip
-    """One model of METHODS trained on the ``train`` calls; ``late`` trains the two unimodal heads first."""
+                 n_classes: int, progress: bool = False, groups: Sequence[str] | None = None) -> Any:  # fmt: skip
+    """One model of METHODS trained on the ``train`` calls; ``late`` trains the two unimodal heads, and fits its
+    weights on their out-of-fold logits, the folds split by ``groups`` (the calls' voices) when given."""
     method, names = METHODS[name]
     idx = torch.as_tensor(train)
     if method.startswith("late"):
-        parts = {n: train_method(u, feats, labels, train, cfg, n_classes) for n, u in
-                 zip(names, ("recognised transcript", "audio"), strict=True)}  # fmt: skip
-        logits = {n: predict(parts[n], feats.inputs([n])) for n in names}
+        unimodal = dict(zip(names, ("recognised transcript", "audio"), strict=True))
+        parts = {n: train_method(u, feats, labels, train, cfg, n_classes) for n, u in unimodal.items()}
+        # the fusion weights are fit on out-of-fold logits (stacking): a head's logits on its own training calls
+        # are overconfident (the audio head's nearly perfect), and weights fit on them trust it far too much
+        oof = {n: torch.zeros(len(train), n_classes) for n in names}
+        for fit, held in _folds(groups, train, cfg.folds, cfg.seed):
+            for n, u in unimodal.items():
+                oof[n][held] = predict(train_method(u, feats, labels, train[fit], cfg, n_classes),
+                                       {n: feats.inputs([n])[n][train[held]]})  # fmt: skip
         torch.manual_seed(cfg.seed)
-        model = fusion_classifier(method, logits, n_classes)
-        train_classifier(model, {n: x[idx] for n, x in logits.items()}, labels[idx], cfg.train_config(progress))
+        if method == "late_confidence":
+            model = ConfidenceLate(names)
+            data = TensorDictDataset({**oof, "confidence": feats.confidence[idx], "label": labels[idx]})
+            Trainer(model, cfg.train_config(progress)).fit(data)
+            return _Late(parts, model.eval())
+        model = fusion_classifier(method, oof, n_classes)
+        train_classifier(model, oof, labels[idx], cfg.train_config(progress))
         return _Late(parts, model)
     inputs = feats.inputs(names)
     torch.manual_seed(cfg.seed)  # the same initial weights whatever ran before
@@ -132,6 +163,44 @@ def train_method(name: str, feats: CallFeatures, labels: torch.Tensor, train: np
     return model
 
 
+def _folds(groups: Sequence[str] | None, train: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``k`` (fit, held-out) splits of positions into ``train``: whole groups held out when there are enough."""
+    from sklearn.model_selection import GroupKFold, KFold
+
+    if groups is not None and len(set(groups)) >= k:
+        return list(GroupKFold(k).split(train, groups=list(groups)))
+    return list(KFold(k, shuffle=True, random_state=seed).split(train))
+
+
+def voice_groups(calls: CallSet, idx: np.ndarray) -> list[str]:
+    """The speaker of each call at ``idx``, an augmented copy counted as its original's voice."""
+    return [calls.calls[i].voice.removesuffix("+aug") for i in idx]
+
+
+class ConfidenceLate(nn.Module):
+    """Late fusion whose weights depend on the call: per modality, softplus(a linear map of the recogniser's
+    confidence and each head's top probability), then log_softmax(sum_m w_m log_softmax(logits_m)). A sure
+    recogniser can tip the call to the transcript, a doubtful one to the sound; the weights' sum also sets how
+    sharp the fused probabilities are."""
+
+    def __init__(self, modalities: Sequence[str]):
+        super().__init__()
+        self.modalities = list(modalities)
+        self.gate = nn.Linear(len(self.modalities) + 1, len(self.modalities))
+        nn.init.zeros_(self.gate.weight)
+        nn.init.constant_(self.gate.bias, math.log(math.e - 1))  # softplus = 1: the plain product of experts
+
+    def weights(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        logp = [batch[m].float().log_softmax(-1) for m in self.modalities]
+        top = [lp.max(-1, keepdim=True).values.exp() for lp in logp]
+        return F.softplus(self.gate(torch.cat([batch["confidence"].float(), *top], -1)))  # (B, M)
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        w = self.weights(batch)
+        fused = sum(w[:, k : k + 1] * batch[m].float().log_softmax(-1) for k, m in enumerate(self.modalities))
+        return fused.log_softmax(-1)
+
+
 class _Late:
     """Late fusion: unimodal heads, then a learned weighting of their log-probabilities."""
 
@@ -139,7 +208,11 @@ class _Late:
         self.parts, self.fusion = dict(parts), fusion
 
     def logits(self, feats: CallFeatures) -> torch.Tensor:
-        return predict(self.fusion, {n: predict(m, feats.inputs([n])) for n, m in self.parts.items()})
+        parts = {n: predict(m, feats.inputs([n])) for n, m in self.parts.items()}
+        if isinstance(self.fusion, ConfidenceLate):
+            with torch.inference_mode():
+                return self.fusion({**parts, "confidence": feats.confidence})
+        return predict(self.fusion, parts)
 
 
 def method_logits(name: str, model: Any, feats: CallFeatures) -> torch.Tensor:
@@ -174,7 +247,7 @@ def run_methods(calls: CallSet, feats: CallFeatures, cfg: ServiceConfig, methods
     labels, train = calls.labels, calls.index("train")
     results, logits = {}, {}
     for name in tqdm(names, desc="models", disable=not progress):
-        model = train_method(name, feats, labels, train, cfg, len(calls.intents))
+        model = train_method(name, feats, labels, train, cfg, len(calls.intents), groups=voice_groups(calls, train))
         logits[name] = method_logits(name, model, feats)
         results[name] = scores(calls, logits[name])
     return {"results": results, "logits": logits}

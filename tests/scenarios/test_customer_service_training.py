@@ -1,0 +1,120 @@
+"""The voice scenario's training and evaluation helpers: augmented calls, MiniLM's top layer fine-tuned, the zero-shot
+router, features and timing of a live call. Synthetic waves and a stand-in recogniser: no synthesiser needed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mmhelpers.asr import Recogniser, Transcript, Word
+from mmhelpers.encoders import build_text_encoder
+from mmhelpers.lm import tiny_llama
+from mmhelpers.scenarios.customer_service.data import Call, CallSet
+from mmhelpers.scenarios.customer_service.evaluation import latency_summary, time_call
+from mmhelpers.scenarios.customer_service.recipe import CallFeatures, call_features, featurise
+from mmhelpers.scenarios.customer_service.requests import INTENTS
+from mmhelpers.scenarios.customer_service.training import (
+    augmented_calls,
+    finetune_text_top,
+    text_top_logits,
+    zero_shot_intents,
+)
+from mmhelpers.text import load_tokenizer
+from mmhelpers.train import TrainConfig
+
+
+def _calls(n: int = 12, sr: int = 8000) -> CallSet:
+    gen = torch.Generator().manual_seed(0)
+    splits = ["train"] * (n - 4) + ["val"] * 2 + ["test"] * 2
+    calls = [Call(f"request {i}", INTENTS[i % 3], s, f"voice{i % 2}") for i, s in enumerate(splits)]
+    waves = [0.3 * torch.sin(2 * torch.pi * (200 + 50 * i) * torch.arange(sr) / sr) + 0.01 * torch.randn(sr, generator=gen)
+             for i in range(n)]  # fmt: skip
+    return CallSet(calls, waves, sr, INTENTS, "test calls", {"train": ["voice0", "voice1"]})
+
+
+def test_augmented_calls_copy_the_training_calls_only_and_keep_their_labels():
+    calls = _calls()
+    copies = augmented_calls(calls, copies=2, seed=1)
+    train = calls.index("train")
+    assert len(copies) == 2 * len(train) and len(copies.index("train")) == len(copies)
+    assert all(c.voice.endswith("+aug") and c.noise in ("white", "pink") for c in copies.calls)
+    assert [c.intent for c in copies.calls] == [calls.calls[i].intent for i in train] * 2  # labels kept
+    for k, i in enumerate(train):
+        new, old = copies.waves[k], calls.waves[i]
+        assert new.abs().max() <= 1 and torch.isfinite(new).all()
+        assert abs(new.numel() - old.numel()) <= 0.12 * old.numel()  # speed 0.9-1.1
+    again = augmented_calls(calls, copies=2, seed=1)
+    assert all(torch.equal(a, b) for a, b in zip(again.waves, copies.waves, strict=True))  # deterministic in the seed
+    assert not torch.equal(augmented_calls(calls, seed=2).waves[-1], augmented_calls(calls, seed=1).waves[-1])
+    few = augmented_calls(calls, limit=3)
+    assert len(few) == 3 and "augmented" in few.source
+    both = calls.extended(copies)
+    assert both.calls == calls.calls + copies.calls and len(both.index("train")) == 3 * len(train)
+    assert set(both.voices["train"]) == {"voice0", "voice1", "voice0+aug", "voice1+aug"}
+    with pytest.raises(ValueError, match="cannot join"):
+        calls.extended(_calls(sr=16000))
+
+
+def test_top_layer_fine_tuning_learns_the_requests():
+    texts = [
+        "I want to pay my bill",
+        "pay the bill please",
+        "settle my bill",
+        "my bill needs paying",
+        "reset my password",
+        "I forgot my password",
+        "new password please",
+        "password reset",
+    ] * 2
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1] * 2)
+    encoder = build_text_encoder()
+    cfg = TrainConfig(epochs=15, lr=1e-3, batch_size=8, seed=0, progress=False, log_every_epoch=False)
+    model = finetune_text_top(texts, labels, 2, cfg, encoder=encoder)
+    assert not model.training and model.layer == encoder.model.config.num_hidden_layers - 1
+    assert sum(p.numel() for p in model.parameters()) < 2_000_000  # one layer of six, and the head
+    logits = text_top_logits(model, ["can I pay my bill", "I lost my password"], encoder)
+    assert logits.shape == (2, 2) and logits.argmax(1).tolist() == [0, 1]
+
+
+def test_zero_shot_scores_every_intent_and_calibration_moves_them():
+    tokenizer = load_tokenizer()
+    tokenizer.chat_template = ("{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }} {% endfor %}"
+                               "{% if add_generation_prompt %}[assistant] {% endif %}")  # fmt: skip
+    model = tiny_llama(vocab_size=len(tokenizer), seed=0).eval()
+    intents = ("pay_bill", "reset_password", "activate_roaming")
+    raw = zero_shot_intents(["pay my bill", ""], intents, model, tokenizer, calibrate=False, progress=False)
+    cal = zero_shot_intents(["pay my bill", ""], intents, model, tokenizer, calibrate=True, progress=False)
+    assert raw.shape == cal.shape == (2, 3)
+    shift = raw - cal  # one offset per intent, the same for every request
+    assert torch.allclose(shift[0], shift[1]) and shift[0].std() > 0
+
+
+class _Fixed(Recogniser):
+    model_id, settings = "fixed", {}
+
+    def _decode(self, wave16: np.ndarray) -> Transcript:
+        return Transcript("pay my bill", [Word("pay", 0, 0.2, 0.9), Word("bill", 0.2, 0.4, 0.4)],
+                          states=[float(wave16.std()), 1.0])  # fmt: skip
+
+
+def test_featurise_uses_the_training_statistics_and_time_call_times_each_step():
+    calls = _calls()
+    heard = [_Fixed()(w, calls.sr) for w in calls.waves]
+    feats = call_features(calls, heard, progress=False)
+    assert isinstance(feats, CallFeatures) and feats.state_mean is not None
+    train = calls.index("train")
+    assert torch.allclose(feats.acoustic[train].mean(0), torch.zeros(2), atol=1e-3)
+    new = featurise(heard[:3], feats)
+    assert torch.allclose(new.acoustic, feats.acoustic[:3], atol=1e-5)  # the same calls, the same features
+    assert torch.allclose(new.asr_text, feats.asr_text[:3], atol=1e-5) and new.true_text is None
+    assert new.confidence[0, 0] == pytest.approx(0.6)  # the geometric mean of 0.9 and 0.4
+    with pytest.raises(ValueError, match="statistics"):
+        featurise(heard[:1], CallFeatures(feats.asr_text, feats.acoustic, feats.confidence, None, heard))
+    ms, transcript, logits = time_call(calls.waves[0], calls.sr, _Fixed(), lambda f: f.acoustic @ torch.ones(2, 3),
+                                       build_text_encoder(), feats)  # fmt: skip
+    assert transcript.text == "pay my bill" and logits.shape == (1, 3)
+    assert set(ms) == {"recognition", "features", "intent", "total"}
+    assert ms["total"] == pytest.approx(ms["recognition"] + ms["features"] + ms["intent"])
+    summary = latency_summary([ms, {k: 2 * v for k, v in ms.items()}])
+    assert summary["total"]["median"] == pytest.approx(1.5 * ms["total"])
