@@ -126,21 +126,28 @@ def featurise(transcripts: Sequence[Transcript], ref: CallFeatures, encoder: Tex
 
 
 def train_method(name: str, feats: CallFeatures, labels: torch.Tensor, train: np.ndarray, cfg: ServiceConfig,
-                 n_classes: int, progress: bool = False, groups: Sequence[str] | None = None) -> Any:  # fmt: skip
+                 n_classes: int, progress: bool = False, groups: Sequence[str] | None = None,
+                 memo: dict | None = None) -> Any:  # fmt: skip
     """One model of METHODS trained on the ``train`` calls; ``late`` trains the two unimodal heads, and fits its
-    weights on their out-of-fold logits, the folds split by ``groups`` (the calls' voices) when given."""
+    weights on their out-of-fold logits, the folds split by ``groups`` (the calls' voices) when given. ``memo``
+    (a dict kept across calls on the same calls and settings) lets the two late fusions share those heads."""
     method, names = METHODS[name]
     idx = torch.as_tensor(train)
     if method.startswith("late"):
-        unimodal = dict(zip(names, ("recognised transcript", "audio"), strict=True))
-        parts = {n: train_method(u, feats, labels, train, cfg, n_classes) for n, u in unimodal.items()}
-        # the fusion weights are fit on out-of-fold logits (stacking): a head's logits on its own training calls
-        # are overconfident (the audio head's nearly perfect), and weights fit on them trust it far too much
-        oof = {n: torch.zeros(len(train), n_classes) for n in names}
-        for fit, held in _folds(groups, train, cfg.folds, cfg.seed):
-            for n, u in unimodal.items():
-                oof[n][held] = predict(train_method(u, feats, labels, train[fit], cfg, n_classes),
-                                       {n: feats.inputs([n])[n][train[held]]})  # fmt: skip
+        key = ("stacked", names)
+        if memo is None or key not in memo:
+            unimodal = dict(zip(names, ("recognised transcript", "audio"), strict=True))
+            parts = {n: train_method(u, feats, labels, train, cfg, n_classes) for n, u in unimodal.items()}
+            # the fusion weights are fit on out-of-fold logits (stacking): a head's logits on its own training calls
+            # are overconfident (the audio head's nearly perfect), and weights fit on them trust it far too much
+            oof = {n: torch.zeros(len(train), n_classes) for n in names}
+            for fit, held in _folds(groups, train, cfg.folds, cfg.seed):
+                for n, u in unimodal.items():
+                    oof[n][held] = predict(train_method(u, feats, labels, train[fit], cfg, n_classes),
+                                           {n: feats.inputs([n])[n][train[held]]})  # fmt: skip
+            if memo is not None:
+                memo[key] = (parts, oof)
+        parts, oof = memo[key] if memo is not None else (parts, oof)
         torch.manual_seed(cfg.seed)
         if method == "late_confidence":
             model = ConfidenceLate(names)
@@ -245,9 +252,10 @@ def run_methods(calls: CallSet, feats: CallFeatures, cfg: ServiceConfig, methods
 
     names = [m for m in (methods or METHODS) if feats.true_text is not None or m != "true transcript"]
     labels, train = calls.labels, calls.index("train")
-    results, logits = {}, {}
+    results, logits, memo = {}, {}, {}
+    groups = voice_groups(calls, train)
     for name in tqdm(names, desc="models", disable=not progress):
-        model = train_method(name, feats, labels, train, cfg, len(calls.intents), groups=voice_groups(calls, train))
+        model = train_method(name, feats, labels, train, cfg, len(calls.intents), groups=groups, memo=memo)
         logits[name] = method_logits(name, model, feats)
         results[name] = scores(calls, logits[name])
     return {"results": results, "logits": logits}
