@@ -9,9 +9,10 @@ The recipe, each step a notebook cell:
 Models (``METHODS``): the **true transcript** (the upper bound: a perfect recogniser), the **recognised
 transcript**, **audio** alone (Whisper's encoder states pooled over the call: how it sounded, with no decoding),
 and fusions of the recognised transcript with the audio: **early** (concatenated, with the recogniser's
-confidence), **late** (the two unimodal heads' log-probabilities, learned weights), **gated** (a Gated Multimodal
-Unit whose gates also see the confidence) and **cross-attention** (the transcript's word tokens and the call's
-acoustic frames attend to each other). Heads train on the training voices' calls, at every noise level.
+confidence), **late** (the two unimodal heads' log-probabilities, learned weights fit on out-of-fold logits),
+**late + confidence** (the same with weights that follow the recogniser's confidence, call by call) and **gated**
+(a Gated Multimodal Unit whose gates also see the confidence). Heads train on the training voices' calls, at every
+noise level (``training.with_augmented`` adds augmented copies).
 """
 
 from __future__ import annotations
@@ -174,6 +175,7 @@ def _folds(groups: Sequence[str] | None, train: np.ndarray, k: int, seed: int) -
     """``k`` (fit, held-out) splits of positions into ``train``: whole groups held out when there are enough."""
     from sklearn.model_selection import GroupKFold, KFold
 
+    k = max(2, min(k, len(train)))  # a tiny folder still gets two folds
     if groups is not None and len(set(groups)) >= k:
         return list(GroupKFold(k).split(train, groups=list(groups)))
     return list(KFold(k, shuffle=True, random_state=seed).split(train))
