@@ -249,18 +249,19 @@ def scores(calls: CallSet, logits: torch.Tensor, split: str = "test") -> dict[st
 
 def run_methods(calls: CallSet, feats: CallFeatures, cfg: ServiceConfig, methods: Sequence[str] | None = None,
                 progress: bool = True) -> dict[str, Any]:  # fmt: skip
-    """Train every model of ``methods`` (default: all METHODS the data allows) and score it on the test calls."""
+    """Train every model of ``methods`` (default: all METHODS the data allows) and score it on the test calls;
+    returns their ``results``, ``logits`` on every call and the trained ``models``."""
     from tqdm.auto import tqdm
 
     names = [m for m in (methods or METHODS) if feats.true_text is not None or m != "true transcript"]
     labels, train = calls.labels, calls.index("train")
-    results, logits, memo = {}, {}, {}
+    results, logits, models, memo = {}, {}, {}, {}
     groups = voice_groups(calls, train)
     for name in tqdm(names, desc="models", disable=not progress):
-        model = train_method(name, feats, labels, train, cfg, len(calls.intents), groups=groups, memo=memo)
-        logits[name] = method_logits(name, model, feats)
+        models[name] = train_method(name, feats, labels, train, cfg, len(calls.intents), groups=groups, memo=memo)
+        logits[name] = method_logits(name, models[name], feats)
         results[name] = scores(calls, logits[name])
-    return {"results": results, "logits": logits}
+    return {"results": results, "logits": logits, "models": models}
 
 
 def wer_by_snr(calls: CallSet, transcripts: Sequence[Transcript], split: str = "test") -> dict[str, float]:
