@@ -5,7 +5,9 @@ faster-whisper model name such as ``"base.en"`` downloads when online) and retur
 ``Transcript``: the text, every word with its start, end and probability, the decoder's confidence, and the
 encoder's states pooled over the clip (acoustic features that come free with the transcript).
 ``transcribe`` runs it over many clips, cached by the clips' content, the model and its settings in JSON shards
-(``mmhelpers.shards``). ``PocketSphinx`` is the classic HMM recogniser (PyPI ``pocketsphinx``, its en-us model
+(``mmhelpers.shards``). ``SpeechRecogniser(frames=k)`` also keeps the encoder's states averaged over every ``k``
+frames (20 ms each) of the clip, float16 in the transcript (``frames_tensor``): tokens for attention between what
+was heard and the words, at no extra cost (the encoder runs anyway); it is part of the settings, so of the cache key. ``PocketSphinx`` is the classic HMM recogniser (PyPI ``pocketsphinx``, its en-us model
 inside the wheel), the baseline. ``word_error_rate`` compares texts after Whisper's English normaliser.
 
 Two inputs never reach a model: a silent clip (peak below ``SILENCE_PEAK``) and one shorter than
@@ -16,6 +18,7 @@ against 8.3 s; the encoder always sees 30 s), so clips run one at a time; on a G
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -65,6 +68,15 @@ class Transcript:
     no_speech_prob: float = 0.0
     skipped: str = ""  # why no model ran: "silent", "too short"; empty when one did
     states: list[float] = field(default_factory=list)  # the encoder's states over the clip, mean-pooled (Whisper)
+    frames: str = ""  # the encoder's states pooled over every k frames: (T, D) float16, base64 (frames=k)
+
+    def frame_states(self) -> torch.Tensor:
+        """The pooled encoder frames (T, D) as float32; (0, D) when the clip never reached the model."""
+        dim = len(self.states)
+        if not self.frames:
+            return torch.zeros(0, dim)
+        raw = np.frombuffer(base64.b64decode(self.frames), dtype="<f2")
+        return torch.from_numpy(raw.astype(np.float32).reshape(-1, dim))
 
     @property
     def confidence(self) -> float:
@@ -76,7 +88,23 @@ class Transcript:
 
 def _transcript_from_json(d: dict[str, Any]) -> Transcript:
     words = [Word(**w) for w in d["words"]]
-    return Transcript(d["text"], words, d["avg_logprob"], d["no_speech_prob"], d["skipped"], d.get("states", []))
+    return Transcript(
+        d["text"], words, d["avg_logprob"], d["no_speech_prob"], d["skipped"], d.get("states", []), d.get("frames", "")
+    )
+
+
+def frames_tensor(transcripts: Sequence[Transcript]) -> torch.Tensor:
+    """Every transcript's pooled encoder frames (N, T, D), zero-padded after each clip's end (the padding convention
+    of ``mask_zero_tokens``); a clip that never reached the model has none. Needs ``SpeechRecogniser(frames=k)``."""
+    per = [t.frame_states() for t in transcripts]
+    dim = next((len(t.states) for t in transcripts if t.states), 0)
+    if dim == 0 or not any(len(f) for f in per):
+        raise ValueError("no transcript has encoder frames: recognise with SpeechRecogniser(frames=k) (Whisper)")
+    out = torch.zeros(len(per), max(len(f) for f in per), dim)
+    for i, f in enumerate(per):
+        if len(f):  # a silent or too-short clip keeps zeros: all padding
+            out[i, : len(f)] = f
+    return out
 
 
 def states_matrix(transcripts: Sequence[Transcript]) -> torch.Tensor:
@@ -139,7 +167,7 @@ class SpeechRecogniser(Recogniser):
     """Whisper in CTranslate2 (``faster-whisper``), loaded once; int8 on a CPU."""
 
     def __init__(self, model: str = WHISPER_DEFAULT, device: str = "cpu", compute_type: str = "int8",
-                 cpu_threads: int | None = None, **settings: Any):  # fmt: skip
+                 cpu_threads: int | None = None, frames: int = 0, **settings: Any):  # fmt: skip
         try:
             from faster_whisper import WhisperModel
         except ImportError as e:  # pragma: no cover - a dependency
@@ -153,7 +181,14 @@ class SpeechRecogniser(Recogniser):
                 f"could not load Whisper {model!r} ({type(e).__name__}: {e}); offline, the default {WHISPER_DEFAULT!r}"
                 f" needs PyPI {WHISPER_PACKAGE}"
             ) from e
+        if frames < 0:
+            raise ValueError(
+                f"frames is how many 20 ms encoder frames to average into one token (0: none), got {frames}"
+            )
+        self.frames = frames
         self.settings = {**DEFAULT_SETTINGS, **settings, "compute_type": compute_type, "states": "mean"}
+        if frames:  # only then, so that transcripts cached without frames stay valid
+            self.settings["frames"] = frames
         self.model_id = package_model_id("whisper-tiny.en-ct2", WHISPER_PACKAGE) if model == WHISPER_DEFAULT else model
         # keep the encoder's output of each clip: the acoustic features come free with the transcript
         self._encoded: Any = None
@@ -166,21 +201,27 @@ class SpeechRecogniser(Recogniser):
         self._model.encode = keep
 
     def _decode(self, wave16: np.ndarray) -> Transcript:
-        opts = {k: v for k, v in self.settings.items() if k not in ("compute_type", "states")}
+        opts = {k: v for k, v in self.settings.items() if k not in ("compute_type", "states", "frames")}
         self._encoded = None
         segments, _ = self._model.transcribe(wave16, word_timestamps=True, **opts)
         segments = list(segments)
         states: list[float] = []
+        frames = ""
         if self._encoded is not None:  # (1, 1500, D) for 30 s: 50 frames a second; pool the clip's own frames
             encoded = np.asarray(self._encoded, dtype=np.float32)[0]
             n = max(1, min(len(encoded), math.ceil(len(wave16) / ASR_SR * 50)))
             states = [round(float(x), 4) for x in encoded[:n].mean(axis=0)]
+            if self.frames:
+                k, d = self.frames, encoded.shape[1]
+                pad = -n % k  # the last token averages the clip's last frames only
+                x = np.concatenate([encoded[:n], np.full((pad, d), np.nan, np.float32)]).reshape(-1, k, d)
+                frames = base64.b64encode(np.nanmean(x, axis=1).astype("<f2").tobytes()).decode()
         words = [Word(w.word.strip(), round(float(w.start), 3), round(float(w.end), 3), round(float(w.probability), 4))
                  for s in segments for w in (s.words or [])]  # fmt: skip
         text = " ".join(s.text.strip() for s in segments).strip()
         logprob = float(np.mean([s.avg_logprob for s in segments])) if segments else 0.0
         no_speech = float(np.mean([s.no_speech_prob for s in segments])) if segments else 1.0
-        return Transcript(text, words, round(logprob, 4), round(no_speech, 4), states=states)
+        return Transcript(text, words, round(logprob, 4), round(no_speech, 4), states=states, frames=frames)
 
 
 class PocketSphinx(Recogniser):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,16 +48,18 @@ def _check(features: Features, labels: torch.Tensor | None = None) -> int:
 
 def fusion_classifier(method: str, features: Features, n_classes: int, d_model: int = 64,
                       modality_dropout: float = 0.0, hidden_dim: int | None = None,
-                      dropout: float = 0.1) -> MultimodalClassifier:  # fmt: skip
+                      dropout: float = 0.1, **fusion_kw: Any) -> MultimodalClassifier:  # fmt: skip
     """A ``MultimodalClassifier`` over precomputed features: identity encoders, ``method`` fusion, a head.
 
-    ``method`` is one of ``mmhelpers.fusion.FUSION_METHODS``; input sizes come from ``features`` (last dim).
+    ``method`` is one of ``mmhelpers.fusion.FUSION_METHODS``; input sizes come from ``features`` (last dim);
+    ``fusion_kw`` go to the fusion (``n_heads``, ``rank``, ``mask_zero_tokens=True`` for zero-padded token
+    sequences, ...).
     """
     _check(features)
     if n_classes < 2:
         raise ValueError(f"n_classes must be at least 2, got {n_classes}")
     dims = {m: int(x.shape[-1]) for m, x in features.items()}
-    fusion = build_fusion(method, dims, n_classes=n_classes, d_model=d_model)
+    fusion = build_fusion(method, dims, n_classes=n_classes, d_model=d_model, **fusion_kw)
     return MultimodalClassifier({m: nn.Identity() for m in dims}, fusion, n_classes, dropout=dropout,
                                 modality_dropout=modality_dropout, hidden_dim=hidden_dim)  # fmt: skip
 

@@ -86,6 +86,21 @@ class TextEncoder(nn.Module):
         emb = torch.cat(out) if out else torch.empty(0, self.dim)
         return F.normalize(emb, dim=-1) if normalize else emb
 
+    @torch.inference_mode()
+    def encode_tokens(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> torch.Tensor:
+        """Last-layer token states (N, T, D) on the CPU, zero-padded to the longest text (T <= ``max_length``):
+        the input of token fusions built with ``mask_zero_tokens=True``."""
+        device = next(self.parameters()).device
+        out = []
+        for i in tqdm(range(0, len(texts), batch_size), desc=f"token states ({self.name})", disable=not progress):
+            batch = {k: v.to(device) for k, v in self.tokenize(texts[i : i + batch_size]).items()}
+            hidden = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+            out.append((hidden * batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)).float().cpu())  # (B, T, D)
+        if not out:
+            return torch.empty(0, 0, self.dim)
+        longest = max(x.shape[1] for x in out)
+        return torch.cat([F.pad(x, (0, 0, 0, longest - x.shape[1])) for x in out])
+
 
 def build_text_encoder(
     name_or_path: str | Path = DEFAULT_TEXT_ENCODER,

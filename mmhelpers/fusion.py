@@ -137,6 +137,12 @@ def _as_tokens(x: Tensor) -> Tensor:
     return x.unsqueeze(1) if x.dim() == 2 else x
 
 
+def real_tokens(x: Tensor) -> Tensor:
+    """(B, T, d) -> (B, T) bool, True where a token is not all zeros: the padding convention of ``mask_zero_tokens``
+    (as Keras' ``Masking(mask_value=0.0)``). Pad variable-length sequences with exact zeros to use it."""
+    return x.ne(0).any(dim=-1)
+
+
 def pool_tokens(x: Tensor, mask: Tensor | None = None) -> Tensor:
     """Mean over tokens: (B, T, d) -> (B, d); ``mask`` (B, T) bool, True = real token, averages only those."""
     if mask is None:
@@ -354,10 +360,15 @@ class CrossModalAttentionFusion(nn.Module):
     """Two modalities, each attending to the other (residual + LayerNorm), mean-pooled and concatenated.
 
     ``last_attention["a->b"]`` (B, T_a, T_b): head-averaged weights of a's tokens (queries) over b's.
+    ``mask_zero_tokens``: tokens that are all zeros are padding (variable-length sequences padded with zeros):
+    no token attends to them and pooling skips them; a sample whose context is all padding (a dropped modality)
+    gets no attention output.
     """
 
-    def __init__(self, dims: Mapping[str, int], d_model: int, n_heads: int = 4, dropout: float = 0.0):
+    def __init__(self, dims: Mapping[str, int], d_model: int, n_heads: int = 4, dropout: float = 0.0,
+                 mask_zero_tokens: bool = False):  # fmt: skip
         super().__init__()
+        self.mask_zero_tokens = mask_zero_tokens
         self.dims = _sorted_dims(dims, min_modalities=2)
         if len(self.dims) != 2:
             raise ValueError(f"CrossModalAttentionFusion takes exactly two modalities, got {sorted(dims)}")
@@ -376,12 +387,19 @@ class CrossModalAttentionFusion(nn.Module):
         check_inputs(inputs, self.modalities, dims=self.dims, ndim=(2, 3))
         inputs = _cast_inputs(self, inputs)
         x = {m: self.proj[m](_as_tokens(inputs[m])) for m in self.modalities}  # (B, T_m, d_model)
+        real = {m: real_tokens(_as_tokens(inputs[m])) if self.mask_zero_tokens else None for m in self.modalities}
         a, b = self.modalities
         pooled, attention = [], {}
         for m, other in ((a, b), (b, a)):
-            y, w = self.attn[m](x[m], x[other])  # (B, T_m, d_model), (B, T_m, T_other)
+            context = real[other]
+            if context is not None:
+                empty = ~context.any(dim=1)  # (B,) nothing to attend to: attend to the padding, then drop the output
+                context = context | empty[:, None]
+            y, w = self.attn[m](x[m], x[other], context)  # (B, T_m, d_model), (B, T_m, T_other)
+            if context is not None:
+                y = y * (~empty).to(y.dtype)[:, None, None]
             attention[f"{m}->{other}"] = w.detach()
-            pooled.append(self.norm[m](x[m] + y).mean(dim=1))  # (B, d_model)
+            pooled.append(pool_tokens(self.norm[m](x[m] + y), real[m]))  # (B, d_model)
         self.last_attention = attention
         return torch.cat(pooled, dim=-1)
 
@@ -402,8 +420,10 @@ class TransformerFusion(nn.Module):
         max_len: int = 256,
         dropout: float = 0.0,
         d_ff: int | None = None,
+        mask_zero_tokens: bool = False,
     ):
         super().__init__()
+        self.mask_zero_tokens = mask_zero_tokens
         self.dims = _sorted_dims(dims)
         self.modalities = list(self.dims)
         self.d_model, self.out_dim, self.max_len = d_model, d_model, max_len
@@ -422,14 +442,18 @@ class TransformerFusion(nn.Module):
         B = check_inputs(inputs, self.modalities, dims=self.dims, ndim=(2, 3))
         inputs = _cast_inputs(self, inputs)
         seq = [self.cls.expand(B, -1, -1)]  # (B, 1, d_model)
+        pad = [torch.zeros(B, 1, dtype=torch.bool, device=seq[0].device)]  # the CLS token is never padding
         for i, m in enumerate(self.modalities):
-            x = self.proj[m](_as_tokens(inputs[m]))  # (B, T_m, d_model)
+            tokens = _as_tokens(inputs[m])
+            x = self.proj[m](tokens)  # (B, T_m, d_model)
             if x.size(1) > self.max_len:
                 raise ModalityError(f"modality {m!r} has {x.size(1)} tokens, more than max_len={self.max_len}")
             seq.append(x + self.pos[: x.size(1)] + self.modality_emb[i])
+            pad.append(~real_tokens(tokens))
         h = torch.cat(seq, dim=1)  # (B, 1 + sum T_m, d_model)
+        key_padding_mask = torch.cat(pad, dim=1) if self.mask_zero_tokens else None  # (B, 1 + sum T_m) True = pad
         for block in self.blocks:
-            h = block(h)
+            h = block(h, key_padding_mask=key_padding_mask)
         return self.norm(h[:, 0])  # (B, d_model) the CLS state
 
 

@@ -13,6 +13,8 @@ from mmhelpers.asr import (
     SpeechRecogniser,
     Transcript,
     Word,
+    _transcript_from_json,
+    frames_tensor,
     normalise_words,
     states_matrix,
     transcribe,
@@ -48,6 +50,34 @@ def test_whisper_reads_a_request_with_word_times(whisper: SpeechRecogniser, clip
     assert states.shape == (2, 384) and not states[1].any()  # nothing heard: zeros
     with pytest.raises(ValueError, match="no transcript has encoder states"):
         states_matrix([silent])
+
+
+def test_encoder_frames_come_with_the_transcript(clip):
+    """frames=10: one token per 200 ms of the clip, averaging the same encoder states the pooled vector averages;
+    the text is what it is without them; the tokens survive the cache's JSON; a skipped clip has none."""
+    from dataclasses import asdict
+
+    wave, sr = clip
+    plain, framed = SpeechRecogniser(), SpeechRecogniser(frames=10)
+    assert "frames" not in plain.settings and framed.settings["frames"] == 10  # cached apart, old caches kept
+    t = framed(wave, sr)
+    assert t.text == plain(wave, sr).text
+    f = t.frame_states()
+    seconds = len(wave) / sr
+    assert f.shape == (int(np.ceil(seconds * 50 / 10)), 384) and np.isfinite(f.numpy()).all()
+    n = int(np.ceil(seconds * 50))  # encoder frames of the clip; the last token averages the remainder only
+    weights = np.full(len(f), 10.0)
+    weights[-1] = n - 10 * (len(f) - 1)
+    pooled = (f.numpy() * weights[:, None]).sum(0) / weights.sum()
+    np.testing.assert_allclose(pooled, t.states, atol=0.02)  # float16 tokens, 4-decimal states
+    assert _transcript_from_json(asdict(t)) == t
+    silent = framed(np.zeros(sr, np.float32), sr)
+    both = frames_tensor([t, silent])
+    assert both.shape == (2, len(f), 384) and not both[1].any() and both[0].ne(0).any(-1).all()
+    with pytest.raises(ValueError, match="no transcript has encoder frames"):
+        frames_tensor([plain(wave, sr)])
+    with pytest.raises(ValueError, match="frames"):
+        SpeechRecogniser(frames=-1)
 
 
 def test_silent_and_too_short_wavs_never_reach_the_model(whisper: SpeechRecogniser, tmp_path):

@@ -142,6 +142,22 @@ def test_padding_does_not_change_an_embedding(minilm: TextEncoder, pooling: str)
                                enc.encode([DOG, PUPPY, STOCKS, LONG]), atol=1e-5, rtol=0)  # fmt: skip
 
 
+def test_token_states_are_zero_padded_and_pool_to_the_embedding(minilm: TextEncoder) -> None:
+    """encode_tokens: one row per text, padding exactly zero (real tokens never are), batch boundaries do not matter,
+    and the mean of the real tokens is the sentence embedding."""
+    from mmhelpers.fusion import real_tokens
+
+    texts = [DOG, LONG, "", STOCKS]
+    tokens = minilm.encode_tokens(texts, batch_size=2)
+    n_real = minilm.tokenize(texts)["attention_mask"].sum(1)
+    assert tokens.shape[0] == 4 and tokens.shape[1] == int(n_real.max()) and tokens.shape[2] == 384
+    assert real_tokens(tokens).sum(1).tolist() == n_real.tolist()  # the empty text still has [CLS] [SEP]
+    torch.testing.assert_close(tokens, minilm.encode_tokens(texts, batch_size=4), atol=1e-5, rtol=0)
+    pooled = F.normalize(tokens.sum(1) / n_real[:, None], dim=-1)
+    torch.testing.assert_close(pooled, minilm.encode(texts), atol=1e-5, rtol=0)
+    assert minilm.encode_tokens([]).shape == (0, 0, 384)
+
+
 def test_text_encoder_cache_identity(minilm: TextEncoder, minilm_random: TextEncoder) -> None:
     assert minilm.model_id.startswith("minilm@") and minilm.model_id != minilm_random.model_id
     pre = minilm.preprocessing()

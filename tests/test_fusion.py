@@ -364,6 +364,40 @@ def test_cross_attention_needs_two_modalities():
         CrossModalAttentionFusion({"a": 2, "b": 2, "c": 2}, d_model=8)
 
 
+@pytest.mark.parametrize("cls", [CrossModalAttentionFusion, TransformerFusion])
+def test_zero_padding_changes_nothing_when_masked(cls):
+    """With mask_zero_tokens, padding a sequence with zero tokens leaves the output as it was (without, it does not)."""
+    torch.manual_seed(0)
+    a, b = torch.randn(3, 5, 6), torch.randn(3, 4, 8)
+    padded = {"a": torch.cat([a, torch.zeros(3, 7, 6)], 1), "b": torch.cat([b, torch.zeros(3, 2, 8)], 1)}
+    f = cls({"a": 6, "b": 8}, d_model=16, mask_zero_tokens=True).eval()
+    close(f(padded), f({"a": a, "b": b}))
+    g = cls({"a": 6, "b": 8}, d_model=16).eval()
+    g.load_state_dict(f.state_dict())
+    assert not torch.allclose(g(padded), g({"a": a, "b": b}), atol=1e-4)
+
+
+def test_cross_attention_masks_padding_per_sample():
+    """Two samples of different lengths in one zero-padded batch each get what they get alone."""
+    torch.manual_seed(1)
+    f = CrossModalAttentionFusion({"words": 6, "frames": 4}, d_model=16, mask_zero_tokens=True).eval()
+    short = {"words": torch.randn(1, 2, 6), "frames": torch.randn(1, 3, 4)}
+    long = {"words": torch.randn(1, 5, 6), "frames": torch.randn(1, 9, 4)}
+    batch = {m: torch.cat([F.pad(short[m], (0, 0, 0, long[m].shape[1] - short[m].shape[1])), long[m]])
+             for m in short}  # fmt: skip
+    out = f(batch)
+    assert f.last_attention["words->frames"][0, :, 3:].abs().max() == 0  # no weight on the padded frames
+    close(out[:1], f(short))
+    close(out[1:], f(long))
+
+
+def test_cross_attention_with_a_dropped_modality_is_finite():
+    """A sample whose tokens are all zeros (a dropped modality) gives a finite output, not NaN."""
+    f = CrossModalAttentionFusion({"a": 6, "b": 8}, d_model=16, mask_zero_tokens=True).eval()
+    out = f({"a": torch.randn(2, 5, 6), "b": torch.cat([torch.zeros(1, 4, 8), torch.randn(1, 4, 8)])})
+    assert torch.isfinite(out).all()
+
+
 def test_token_fusions_accept_vectors():
     x = inputs_for("concat")  # (B, d_m): one token per modality
     assert make("cross_attention")(x).shape == (B, 2 * D_MODEL)

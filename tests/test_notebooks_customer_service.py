@@ -56,12 +56,20 @@ def test_customer_service_recognition_fusion_training_evaluation(tmp_path: Path)
         assert lv["whisper_tiny_en"]["librivox"] < 0.15 < lv["pocketsphinx"]["librivox"]
     nn = fx["nearest_neighbour_accuracy"]
     assert nn["true transcript"] > 5 * fx["chance"]  # MiniLM groups paraphrases of one intent
+    tok = fx["audio_tokens"]
+    assert tok["frame_ms"] == 200 and 4.5 < tok["tokens_per_second"] < 6  # one audio token per 200 ms of the call
+    assert tok["shape"][0] == tok["word_tokens"][0] == fx["n_calls"] and tok["word_tokens"][2] == 384
+    cnn = fx["log_mel_cnn"]  # trained from scratch (it learns on the full set: results/customer_service.json)
+    assert 1 <= cnn["epochs"] <= 6 and set(cnn["accuracy"]) == {"train", "test"}
 
     fu = run("03_fusion", tmp_path / "03")
     r = fu["results"]
     assert r["true transcript"]["accuracy"] > 0.5  # unseen phrasings; chance 1/15
     assert r["recognised transcript"]["by_snr"]["quiet"] > 2 * fu["chance"]
-    assert set(r) == {"true transcript", "recognised transcript", "audio", "early", "late", "late + confidence", "gated"}
+    assert set(r) == {"true transcript", "recognised transcript", "audio", "early", "late", "late + confidence", "gated",
+                      "cross-attention", "audio (log-mel CNN)"}  # fmt: skip
+    assert r["cross-attention"]["by_snr"]["quiet"] > 2 * fu["chance"]  # words attending to Whisper's frames
+    assert -1 <= fu["attention_alignment"] <= 1
 
     tr = run("04_training", tmp_path / "04", ZERO_SHOT_N=8)
     aug = tr["augmentation"]

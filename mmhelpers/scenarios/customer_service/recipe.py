@@ -10,9 +10,12 @@ Models (``METHODS``): the **true transcript** (the upper bound: a perfect recogn
 transcript**, **audio** alone (Whisper's encoder states pooled over the call: how it sounded, with no decoding),
 and fusions of the recognised transcript with the audio: **early** (concatenated, with the recogniser's
 confidence), **late** (the two unimodal heads' log-probabilities, learned weights fit on out-of-fold logits),
-**late + confidence** (the same with weights that follow the recogniser's confidence, call by call) and **gated**
-(a Gated Multimodal Unit whose gates also see the confidence). Heads train on the training voices' calls, at every
-noise level (``training.with_augmented`` adds augmented copies).
+**late + confidence** (the same with weights that follow the recogniser's confidence, call by call), **gated**
+(a Gated Multimodal Unit whose gates also see the confidence) and **cross-attention** (the transcript's MiniLM word
+tokens attend to Whisper's encoder frames, 200 ms each, and the frames to the words; padding masked). With an
+acoustic encoder trained here (``acoustic.acoustic_encoder``: a log-mel CNN from scratch) there is also **audio
+(log-mel CNN)**. Heads train on the training voices' calls, at every noise level (``training.with_augmented``
+adds augmented copies).
 """
 
 from __future__ import annotations
@@ -27,12 +30,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmhelpers.asr import SpeechRecogniser, Transcript, states_matrix, transcribe, word_error_rate
+from mmhelpers.asr import SpeechRecogniser, Transcript, frames_tensor, states_matrix, transcribe, word_error_rate
 from mmhelpers.classify import fusion_classifier, predict, text_features, train_classifier
 from mmhelpers.encoders import TextEncoder, build_text_encoder
+from mmhelpers.fusion import real_tokens
 from mmhelpers.metrics import accuracy, macro_f1
 from mmhelpers.train import TensorDictDataset, TrainConfig, Trainer
 
+from .acoustic import AcousticEncoder
 from .data import CallSet
 
 TEXT_ONLY = ("true transcript", "recognised transcript")
@@ -45,9 +50,14 @@ METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
     "late": ("late_learned", ("asr_text", "acoustic")),
     "late + confidence": ("late_confidence", ("asr_text", "acoustic")),
     "gated": ("gated", ("asr_text", "acoustic", "confidence")),
+    # the recognised transcript's word tokens attending to Whisper's 200 ms frames, and the frames to the words
+    "cross-attention": ("cross_attention", ("words", "frames")),
+    # with the acoustic encoder trained here (acoustic.py): the log-mel CNN's pooled embedding
+    "audio (log-mel CNN)": ("concat", ("cnn",)),
 }
 UNIMODAL = ("recognised transcript", "audio")
-FUSIONS = ("early", "late", "late + confidence", "gated")
+FUSIONS = ("early", "late", "late + confidence", "gated", "cross-attention")
+TOKEN_FUSIONS = ("cross_attention", "transformer")  # zero-padded token inputs: built with mask_zero_tokens
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,15 @@ class CallFeatures:
     transcripts: list[Transcript]
     state_mean: torch.Tensor | None = None  # the training calls' acoustic statistics, for new calls (``featurise``)
     state_std: torch.Tensor | None = None
+    words: torch.Tensor | None = None  # (N, T, 384) MiniLM token states of the recognised transcript, zero-padded
+    frames: torch.Tensor | None = None  # (N, T', 384) Whisper's 200 ms frames, standardised, zero-padded
+    frame_mean: torch.Tensor | None = None  # the training calls' frame statistics
+    frame_std: torch.Tensor | None = None
+    cnn: torch.Tensor | None = None  # (N, dim) the log-mel CNN's pooled embedding, when an acoustic encoder is given
+
+    def has(self, names: Sequence[str]) -> bool:
+        """Whether every input of ``names`` is there."""
+        return all(getattr(self, n) is not None for n in names)
 
     def inputs(self, names: Sequence[str]) -> dict[str, torch.Tensor]:
         out = {}
@@ -95,14 +114,26 @@ class CallFeatures:
         return out
 
 
+FRAMES = 10  # Whisper encoder frames (20 ms) averaged into one audio token: 200 ms, for the cross-attention
+
+
+def call_recogniser(**kw: Any) -> SpeechRecogniser:
+    """Whisper tiny.en as this scenario runs it: transcripts, word confidences, pooled states and 200 ms frames."""
+    return SpeechRecogniser(frames=FRAMES, **kw)
+
+
 def recognise(calls: CallSet, recogniser: SpeechRecogniser | None = None, progress: bool = True) -> list[Transcript]:
     """Whisper's transcript of every call (cached by the audio, the model and its settings)."""
-    return transcribe(calls.waves, calls.sr, recogniser or SpeechRecogniser(), progress=progress)
+    return transcribe(calls.waves, calls.sr, recogniser or call_recogniser(), progress=progress)
 
 
-def call_features(calls: CallSet, transcripts: Sequence[Transcript], progress: bool = True) -> CallFeatures:
+def call_features(calls: CallSet, transcripts: Sequence[Transcript], progress: bool = True,
+                  acoustic: AcousticEncoder | None = None) -> CallFeatures:  # fmt: skip
     """MiniLM sentence embeddings of the recognised (and, when known, true) transcripts; Whisper's encoder states
-    standardised with the training calls' mean and spread; the recogniser's confidence."""
+    standardised with the training calls' mean and spread; the recogniser's confidence. With an ``acoustic``
+    When the transcripts have encoder frames (``call_recogniser``), also the frames, standardised with the training
+    calls' statistics, and the recognised transcripts' MiniLM word tokens (not cached: seconds). With an
+    ``acoustic`` encoder (``acoustic.acoustic_encoder``), its pooled embedding of every call."""
     if len(transcripts) != len(calls):
         raise ValueError(f"{len(transcripts)} transcripts for {len(calls)} calls")
     asr = text_features([t.text for t in transcripts], progress=progress)
@@ -112,18 +143,41 @@ def call_features(calls: CallSet, transcripts: Sequence[Transcript], progress: b
     train = torch.as_tensor(calls.index("train"))
     mean, std = states[train].mean(0), states[train].std(0) + 1e-5
     conf = torch.tensor([[t.confidence] for t in transcripts], dtype=torch.float32)
-    return CallFeatures(asr, (states - mean) / std, conf, true, list(transcripts), mean, std)
+    feats = CallFeatures(asr, (states - mean) / std, conf, true, list(transcripts), mean, std)
+    if any(t.frames for t in transcripts):
+        frames = frames_tensor(transcripts)
+        real = real_tokens(frames)
+        feats.frame_mean = frames[train][real[train]].mean(0)
+        feats.frame_std = frames[train][real[train]].std(0) + 1e-5
+        feats.frames = (frames - feats.frame_mean) / feats.frame_std * real.unsqueeze(-1)  # padding stays exactly 0
+        feats.words = build_text_encoder().encode_tokens([t.text for t in transcripts], progress=progress)
+    if acoustic is not None:
+        feats.cnn = acoustic.embed(calls.waves)
+    return feats
 
 
-def featurise(transcripts: Sequence[Transcript], ref: CallFeatures, encoder: TextEncoder | None = None) -> CallFeatures:
-    """Features of new calls as ``ref``'s were made (its acoustic statistics), with no cache: what a live call gets."""
+def featurise(transcripts: Sequence[Transcript], ref: CallFeatures, encoder: TextEncoder | None = None,
+              acoustic: AcousticEncoder | None = None, waves: Sequence[torch.Tensor] | None = None) -> CallFeatures:  # fmt: skip
+    """Features of new calls as ``ref``'s were made (its acoustic statistics), with no cache: what a live call gets.
+    Frames and word tokens come when ``ref`` has them; the CNN's embedding with the ``acoustic`` encoder and the
+    calls' ``waves``."""
     encoder = encoder or build_text_encoder()
     if ref.state_mean is None or ref.state_std is None:
         raise ValueError("ref has no acoustic statistics: make it with call_features")
     asr = encoder.encode([t.text for t in transcripts], batch_size=max(len(transcripts), 1))
     states = (states_matrix(transcripts) - ref.state_mean) / ref.state_std
     conf = torch.tensor([[t.confidence] for t in transcripts], dtype=torch.float32)
-    return CallFeatures(asr, states, conf, None, list(transcripts), ref.state_mean, ref.state_std)
+    feats = CallFeatures(asr, states, conf, None, list(transcripts), ref.state_mean, ref.state_std)
+    if ref.frame_mean is not None and any(t.frames for t in transcripts):
+        frames = frames_tensor(transcripts)
+        feats.frames = (frames - ref.frame_mean) / ref.frame_std * real_tokens(frames).unsqueeze(-1)
+        feats.frame_mean, feats.frame_std = ref.frame_mean, ref.frame_std
+        feats.words = encoder.encode_tokens([t.text for t in transcripts])
+    if acoustic is not None:
+        if waves is None or len(waves) != len(transcripts):
+            raise ValueError("the acoustic encoder needs the calls' waves, one per transcript")
+        feats.cnn = acoustic.embed(waves)
+    return feats
 
 
 def train_method(name: str, feats: CallFeatures, labels: torch.Tensor, train: np.ndarray, cfg: ServiceConfig,
@@ -160,8 +214,9 @@ def train_method(name: str, feats: CallFeatures, labels: torch.Tensor, train: np
         return _Late(parts, model)
     inputs = feats.inputs(names)
     torch.manual_seed(cfg.seed)  # the same initial weights whatever ran before
+    extra = {"mask_zero_tokens": True} if method in TOKEN_FUSIONS else {}
     model = fusion_classifier(method, inputs, n_classes, d_model=cfg.d_model, hidden_dim=cfg.hidden_dim,
-                              dropout=cfg.dropout)  # fmt: skip
+                              dropout=cfg.dropout, **extra)  # fmt: skip
     train_inputs = {n: x[idx] for n, x in inputs.items()}
     if name == "recognised transcript" and feats.true_text is not None:
         # learn the language from what was said, then read what was heard: on the full generated set this beat
@@ -253,7 +308,7 @@ def run_methods(calls: CallSet, feats: CallFeatures, cfg: ServiceConfig, methods
     returns their ``results``, ``logits`` on every call and the trained ``models``."""
     from tqdm.auto import tqdm
 
-    names = [m for m in (methods or METHODS) if feats.true_text is not None or m != "true transcript"]
+    names = [m for m in (methods or METHODS) if feats.has(METHODS[m][1])]
     labels, train = calls.labels, calls.index("train")
     results, logits, models, memo = {}, {}, {}, {}
     groups = voice_groups(calls, train)
