@@ -45,6 +45,7 @@ __all__ = [
     "check_inputs",
     "drop_random_modality",
     "pool_tokens",
+    "real_tokens",
     "tensor_fusion",
 ]
 

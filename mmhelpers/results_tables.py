@@ -239,7 +239,8 @@ def content_moderation(r: dict) -> str:
     return "\n".join(rows)
 
 
-SERVICE_ROWS = ("true transcript", "recognised transcript", "audio", "early", "late", "late + confidence", "gated")
+SERVICE_ROWS = ("true transcript", "recognised transcript", "audio", "audio (log-mel CNN)", "early", "late",
+                "late + confidence", "gated", "cross-attention")  # fmt: skip
 
 
 def customer_service(r: dict) -> str:
@@ -263,8 +264,8 @@ def customer_service(r: dict) -> str:
     n = r.get("wer_n", {})
     lat = r["latency_ms"]
     times = [v.get("runtime_s") for v in r.get("per_seed", {}).values() if v.get("runtime_s")]
-    when = (f"Full run of the five notebooks: {max(times) / 60:.1f} min for the first seed (real speech and augmented "
-            f"copies recognised), {min(times) / 60:.1f} min for a later one, on 2 CPU cores" if len(times) > 1
+    when = (f"Full run of the five notebooks with the calls and their transcripts cached: {max(times) / 60:.1f} min "
+            f"for the slowest seed, {min(times) / 60:.1f} min for the fastest, on 2 CPU cores" if len(times) > 1
             else runtime(r))  # fmt: skip
     rows += [
         "",

@@ -130,10 +130,10 @@ def recognise(calls: CallSet, recogniser: SpeechRecogniser | None = None, progre
 def call_features(calls: CallSet, transcripts: Sequence[Transcript], progress: bool = True,
                   acoustic: AcousticEncoder | None = None) -> CallFeatures:  # fmt: skip
     """MiniLM sentence embeddings of the recognised (and, when known, true) transcripts; Whisper's encoder states
-    standardised with the training calls' mean and spread; the recogniser's confidence. With an ``acoustic``
-    When the transcripts have encoder frames (``call_recogniser``), also the frames, standardised with the training
-    calls' statistics, and the recognised transcripts' MiniLM word tokens (not cached: seconds). With an
-    ``acoustic`` encoder (``acoustic.acoustic_encoder``), its pooled embedding of every call."""
+    standardised with the training calls' mean and spread; the recogniser's confidence. When the transcripts have
+    encoder frames (``call_recogniser``), also the frames, standardised with the training calls' statistics, and
+    the recognised transcripts' MiniLM word tokens (not cached: seconds). With an ``acoustic`` encoder
+    (``acoustic.acoustic_encoder``), its pooled embedding of every call."""
     if len(transcripts) != len(calls):
         raise ValueError(f"{len(transcripts)} transcripts for {len(calls)} calls")
     asr = text_features([t.text for t in transcripts], progress=progress)
