@@ -450,7 +450,8 @@ class TransformerFusion(nn.Module):
             if x.size(1) > self.max_len:
                 raise ModalityError(f"modality {m!r} has {x.size(1)} tokens, more than max_len={self.max_len}")
             seq.append(x + self.pos[: x.size(1)] + self.modality_emb[i])
-            pad.append(~real_tokens(tokens))
+            if self.mask_zero_tokens:
+                pad.append(~real_tokens(tokens))
         h = torch.cat(seq, dim=1)  # (B, 1 + sum T_m, d_model)
         key_padding_mask = torch.cat(pad, dim=1) if self.mask_zero_tokens else None  # (B, 1 + sum T_m) True = pad
         for block in self.blocks:

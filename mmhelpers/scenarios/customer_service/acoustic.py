@@ -26,6 +26,7 @@ from torch import nn
 from mmhelpers.audio import cmvn, log_mel_spectrogram, spec_augment
 from mmhelpers.encoders import AudioCNN
 from mmhelpers.features import fingerprint
+from mmhelpers.fusion import pool_tokens
 from mmhelpers.paths import cache_root
 from mmhelpers.train import History, TensorDictDataset, TrainConfig, Trainer
 
@@ -98,8 +99,7 @@ class FrameCNN(nn.Module):
     def embed(self, spec: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Pooled embedding (B, dim) from the mean and max over real frames; also the frames and their mask."""
         h, mask = self.frames(spec, lengths)
-        w = mask.unsqueeze(-1).to(h.dtype)
-        mean = (h * w).sum(1) / w.sum(1)
+        mean = pool_tokens(h, mask)
         top = h.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(1)
         return self.cnn.proj(torch.cat([mean, top], dim=-1)), h, mask
 
