@@ -92,6 +92,13 @@ def test_customer_service_recognition_fusion_training_evaluation(tmp_path: Path)
     assert 0 < lat["intent"]["median"] < lat["recognition"]["median"] < 10_000  # recognition dominates
     assert ev["demo"] and all(d["said"] and d["reply_seconds"] > 0.5 for d in ev["demo"])  # a spoken reply
     assert len(ev["demo"][0]["reply"].split()) >= 4  # SmolLM2 wrote the surest call's reply
+    study = ev["phrasing_study"]  # the text model retrained on other splits of the requests (two in smoke runs)
+    assert study["data_seeds"] == [0, 1] and all(
+        len(study[p]["accuracy"]) == 2 for p in ("held-out phrasings", "random requests")
+    )
+    assert (
+        study["held-out phrasings"]["mean"] > 5 * ev["chance"] and study["random requests"]["mean"] > 5 * ev["chance"]
+    )
 
 
 @pytest.mark.usefixtures("module_lm")
@@ -110,3 +117,4 @@ def test_customer_service_own_folder(tmp_path: Path):
     assert ev["chance"] == 0.2 and set(r["recognised transcript"]["by_snr"]) == {"quiet"}
     assert r["true transcript"]["accuracy"] > 0.6 and r["recognised transcript"]["accuracy"] > 0.4  # chance 0.2
     assert ev["demo"][0]["intent"] in rep["summary"]["intents"]
+    assert ev["phrasing_study"] == {}  # your calls have no phrasings to hold out

@@ -13,7 +13,13 @@ import pytest
 
 from mmhelpers.errors import DataError
 from mmhelpers.scenarios.customer_service.data import EMBEDDED, CallPlan, build_calls, load_call_folder, plan_calls
-from mmhelpers.scenarios.customer_service.requests import INTENTS, TEMPLATES, make_requests, split_requests
+from mmhelpers.scenarios.customer_service.requests import (
+    INTENTS,
+    TEMPLATES,
+    make_requests,
+    split_requests,
+    split_templates,
+)
 from mmhelpers.scenarios.customer_service.voices import FLITE_TEST, TEST_ACCENTS, TEST_VARIANTS, speakers
 from mmhelpers.speech import espeak_available, flite_available
 
@@ -30,8 +36,9 @@ def test_fifteen_intents_with_forty_distinct_requests_each():
     assert set(by_intent.values()) == {40}
     assert len({r.text for r in requests}) == len(requests)
     for intent in INTENTS:  # every phrasing used; slots vary the wording beyond the greeting and fillers
-        assert len({r.core for r in requests if r.intent == intent}) >= len(TEMPLATES[intent]) == 10
-    assert len({r.core for r in requests}) >= 350
+        assert len({r.core for r in requests if r.intent == intent}) >= len(TEMPLATES[intent]) == 20
+    assert len({r.core for r in requests}) >= 400  # free paraphrases without slots repeat only with new dressing
+    assert len({t for ts in TEMPLATES.values() for t in ts}) == 300  # no phrasing written twice
     assert [r.text for r in make_requests(40, seed=0)] == [r.text for r in requests]
     assert [r.text for r in make_requests(40, seed=1)] != [r.text for r in requests]
     assert any(" uh " in r.text or " um " in r.text or "I mean" in r.text for r in requests)  # fillers
@@ -44,6 +51,23 @@ def test_split_holds_whole_phrasings_out():
     assert not templates["val"] & templates["test"]
     for s in ("train", "val", "test"):
         assert {r.intent for r in split[s]} == set(INTENTS)
+    where = split_templates(seed=0)  # a fifth of each intent's phrasings for test, a tenth for validation
+    assert all((len(w["test"]), len(w["val"]), len(w["train"])) == (4, 2, 14) for w in where.values())
+    assert Counter(r.intent for r in split["test"])["pay_bill"] == 8  # two requests per phrasing at 40 per intent
+
+
+def test_the_calls_cache_key_follows_the_requests_and_the_digest_what_was_said(monkeypatch):
+    from mmhelpers.scenarios.customer_service import data, requests
+
+    key = data._key(EMBEDDED)
+    assert key == data._key(EMBEDDED)
+    monkeypatch.setitem(requests.TEMPLATES, "pay_bill", (*requests.TEMPLATES["pay_bill"][:-1], "I want to pay"))
+    assert data._key(EMBEDDED) != key  # a changed phrasing builds new calls, never the cached ones
+    calls = [data.Call("pay my bill", "pay_bill", "test", "v1"), data.Call("hi", "talk_to_agent", "train", "v2")]
+    a = data.CallSet(calls, [], 8000)
+    assert a.digest() == data.CallSet(list(calls), [], 8000).digest()
+    assert a.digest() != data.CallSet(calls[::-1], [], 8000).digest()
+    assert a.digest() != data.CallSet([calls[0], data.Call("hi", "talk_to_agent", "val", "v2")], [], 8000).digest()
 
 
 def test_test_voices_are_never_heard_in_training():

@@ -32,10 +32,10 @@ from mmhelpers.paths import cache_root
 from mmhelpers.speech import Voice, espeak_version, flite_version, synthesize
 from mmhelpers.telephone import TELEPHONE_SR, Channel, babble_noise, telephone_channel
 
-from .requests import INTENTS, SPLITS, Request, make_requests, split_requests
+from .requests import INTENTS, SPLITS, Request, make_requests, requests_digest, split_requests
 from .voices import speakers
 
-BUILD_VERSION = 3  # bump when the build's code changes what it makes
+BUILD_VERSION = 4  # bump when the build's code changes what it makes
 NOISES = ("white", "pink", "babble")
 
 
@@ -108,6 +108,12 @@ class CallSet:
         return CallSet([*self.calls, *other.calls], [*self.waves, *other.waves], self.sr, self.intents,
                        f"{self.source} + {other.source}", voices)  # fmt: skip
 
+    def digest(self) -> str:
+        """A hash of who said what over which line in which split (not of the audio): results from other calls
+        are never averaged with these (``seed_results.merge_seed`` compares it as a setting)."""
+        rows = [[c.text, c.intent, c.split, c.voice, c.noise, c.snr_db] for c in self.calls]
+        return hashlib.sha256(json.dumps([self.sr, list(self.intents), rows]).encode()).hexdigest()[:16]
+
     @property
     def labels(self) -> torch.Tensor:
         return torch.tensor([self.intents.index(c.intent) for c in self.calls], dtype=torch.long)
@@ -149,7 +155,7 @@ def _key(plan: CallPlan) -> str:
     except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a dependency
         piper_version = "none"
     blob = {"plan": asdict(plan), "espeak": espeak_version(), "flite": flite_version(), "piper": piper_version,
-            "build": BUILD_VERSION, "sr": TELEPHONE_SR}  # fmt: skip
+            "build": BUILD_VERSION, "sr": TELEPHONE_SR, "requests": requests_digest()}  # fmt: skip
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -1,14 +1,18 @@
 """What callers say to a telephone help desk: 15 intents, each with many written requests.
 
-Every intent has ten phrasings (templates) with slots (amounts, dates, plans, addresses, ...) filled from short
-value lists, and each request is dressed the way people talk on the phone: a greeting or none, fillers ("uh",
-"I mean"), a "please" or a "thanks", short and long, polite and curt. Everything is drawn from a seed, so the same
-seed gives the same requests. ``split_requests`` holds whole phrasings out: the test requests are sentences whose
-wording never appears in training (and the voices that speak them are held out too, see ``voices``).
+Every intent has twenty phrasings (templates): ten written around slots (amounts, dates, plans, addresses, ...)
+filled from short value lists, and ten free paraphrases of the same request (short and long, polite and curt,
+some with slots too). Each request is dressed the way people talk on the phone: a greeting or none, fillers ("uh",
+"I mean"), a "please" or a "thanks". Everything is drawn from a seed, so the same seed gives the same requests.
+``split_requests`` holds whole phrasings out (a fifth of each intent's for test, a tenth for validation): the test
+requests are sentences whose wording never appears in training (and the voices that speak them are held out too,
+see ``voices``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,6 +53,16 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         "could you check what I owe on my {service}",
         "I'd like to hear my balance please",
         "do I have anything outstanding on my bill",
+        "what do I owe you this month",
+        "can you read me my balance",
+        "I'd like to know what's on my account at the moment",
+        "how much credit is left on my {service}",
+        "balance please",
+        "what does my account stand at after {date}",
+        "tell me how much my next bill will be",
+        "am I behind on any payments",
+        "what's the amount due on my {service} account",
+        "I just want to check my balance, nothing else",
     ),
     "pay_bill": (
         "I want to pay my bill",
@@ -61,6 +75,16 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         "I want to clear my balance with my {method}",
         "put a payment through for my account",
         "I'm calling to pay the invoice from {date}",
+        "I'd like to pay what's due",
+        "can I make a payment now",
+        "take the payment for this month please",
+        "I want to pay {amount} by {method}",
+        "I'm ringing to pay off my {service} bill",
+        "pay my bill in full",
+        "can I pay part of my bill now and the rest on {date}",
+        "I got a reminder and I want to pay it",
+        "process a payment on my account",
+        "I'd like to pay the outstanding amount",
     ),
     "dispute_charge": (
         "there's a charge on my bill I don't recognise",
@@ -73,6 +97,16 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         "my bill is higher than it should be",
         "I was overcharged for my {service}",
         "please refund the charge from {date}",
+        "what is this {amount} on my statement",
+        "I've been charged for something I didn't order",
+        "there's a mistake on my latest bill",
+        "you took {amount} from my {method} without asking",
+        "I want to complain about a charge",
+        "this month's bill has a fee I never signed up for",
+        "I'd like that charge taken off",
+        "why did my bill go up by {amount}",
+        "I was billed for {plan} but I'm not on it",
+        "please look into a wrong charge from {date}",
     ),
     "update_payment_method": (
         "I need to change the card you have on file",
@@ -85,6 +119,16 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         "remove my old card from the account",
         "the payment method on my account is out of date",
         "use my {method} for payments from now on",
+        "I've got a new card, can you update it",
+        "change my payment to {method}",
+        "I want to pay with a different card from now on",
+        "can you take payments from my {method} instead",
+        "update the bank details on my account",
+        "my card was stolen so I need to change it",
+        "I'd like to stop paying by card and use my {method}",
+        "the card number you have is old",
+        "add my {method} as the way I pay",
+        "switch my direct debit to a new bank",
     ),
     "reset_password": (
         "I forgot my password",
@@ -97,6 +141,16 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         "I didn't get the password reset email",
         "I'm locked out since {date}",
         "can you send me a link to change my password",
+        "my password doesn't work any more",
+        "I need to reset my login",
+        "I keep getting an error when I sign in",
+        "can you unlock my account please",
+        "I can't remember my password for the website",
+        "help me set a new password",
+        "the app won't let me in",
+        "I've tried my password three times and now I'm blocked",
+        "how do I change my password",
+        "the reset link you sent me has expired",
     ),
     "cancel_service": (
         "I want to cancel my {service}",
@@ -109,6 +163,16 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         "terminate my service from {date}",
         "I want to get out of {plan}",
         "cancel my line please, I'm moving to another provider",
+        "I want to stop my service",
+        "please cancel {plan}",
+        "I'm not happy and I want to leave",
+        "how much notice do I need to give to cancel",
+        "close my {service} account please",
+        "I'd like to disconnect my {service}",
+        "end everything on my account from {date}",
+        "I've found a cheaper deal so I'm cancelling",
+        "don't renew my contract, I want out",
+        "cancel the {service}, we're not using it",
     ),
     "upgrade_plan": (
         "I want to upgrade to {plan}",
@@ -121,6 +185,16 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         "add more minutes and data to my contract",
         "I'd like to go up a tier on my {service}",
         "I want {plan} instead of my current one",
+        "do you have a plan with more data",
+        "I keep running out of data, I need more",
+        "move me up to {plan}",
+        "what upgrades can I get",
+        "I want a bigger bundle with my {service}",
+        "can I get a better deal with more data",
+        "I'm thinking of upgrading to {plan}",
+        "upgrade me please",
+        "I want faster speeds on a higher plan",
+        "can I get unlimited calls added to my plan",
     ),
     "report_outage": (
         "my {service} is down",
@@ -133,6 +207,16 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         "the {device} won't connect at all",
         "we've had no service since {date}",
         "everything's been dead since the storm",
+        "my {service} isn't working at all",
+        "the {service} went off this morning and hasn't come back",
+        "all the lights on the {device} are off",
+        "I can't make any calls, the line is dead",
+        "is something down in my area",
+        "my neighbours have no {service} either",
+        "no internet since {date}",
+        "the {service} has completely gone",
+        "I can't get online at all",
+        "there's no connection whatsoever",
     ),
     "slow_connection": (
         "my internet is really slow",
@@ -145,6 +229,16 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         "the {device} is connected but it's so slow",
         "downloads have been slow for a week",
         "my calls lag and the internet is sluggish",
+        "my internet is so slow today",
+        "the speed drops every evening",
+        "websites take forever to load",
+        "my video calls keep freezing",
+        "the {device} keeps losing connection",
+        "I'm only getting a fraction of my speed",
+        "streaming is unwatchable, it's so slow",
+        "the {service} is really sluggish since {date}",
+        "my connection is very patchy",
+        "why is my broadband so slow",
     ),
     "change_address": (
         "I'm moving to {address}",
@@ -157,6 +251,16 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         "I'm relocating on {date}, can you change my address",
         "update where you send my post",
         "the address on my account is wrong, it should be {address}",
+        "I'm moving house next month",
+        "my address has changed",
+        "can you update my details, I live at {address} now",
+        "I want my service moved to my new home",
+        "please change the address on my account to {address}",
+        "we're moving on {date} and need the {service} at the new place",
+        "I've got a new address for you",
+        "correct my street address please",
+        "my post is going to my old house",
+        "I need to update my home address",
     ),
     "track_order": (
         "where is {order}",
@@ -169,6 +273,16 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         "I'm still waiting for {order}",
         "is my parcel on its way",
         "can I get a tracking number for my {device}",
+        "where's my delivery",
+        "my {device} still hasn't turned up",
+        "I ordered something on {date} and haven't heard anything",
+        "can you tell me when {order} will be delivered",
+        "has {order} been sent out yet",
+        "tracking for my order please",
+        "the courier never came with my {device}",
+        "what's happening with {order}",
+        "is my order delayed",
+        "I want an update on my delivery",
     ),
     "return_device": (
         "I want to return my {device}",
@@ -181,6 +295,16 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         "where do I drop off the old {device}",
         "I changed my mind about the {device}, can I return it",
         "I'm returning {order}, it arrived damaged",
+        "I'd like to return the {device} you sent",
+        "how do I get a refund on my {device}",
+        "I want to send the {device} back for a refund",
+        "can I swap the {device} for a different one",
+        "the {device} doesn't suit me, I want to return it",
+        "I need to return {order}",
+        "what's your returns policy for a {device}",
+        "can you arrange a pickup for the {device} I'm returning",
+        "the {device} stopped working after a day, I want my money back",
+        "I don't want {order}, how do I return it",
     ),
     "activate_roaming": (
         "I'm travelling to {country}, can you turn on roaming",
@@ -193,6 +317,16 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         "can I use my phone overseas",
         "enable roaming for my {service}",
         "I'll be in {country} for two weeks, I need roaming",
+        "I'm off to {country}, will my phone work there",
+        "turn on roaming please",
+        "I need my phone to work abroad",
+        "set up roaming before my trip on {date}",
+        "can I use data while I'm in {country}",
+        "add a travel pass for {country}",
+        "does my plan include roaming",
+        "I'm abroad and need roaming switched on",
+        "what do I need to do to use my phone in {country}",
+        "activate international calls and data",
     ),
     "opening_hours": (
         "what time do you open",
@@ -205,6 +339,16 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         "what are the hours for the branch on {address}",
         "are you closed on {day}",
         "what time does customer service open tomorrow",
+        "are you open now",
+        "what time do you close today",
+        "when can I come in to the store",
+        "what are the store hours on {day}",
+        "how late is the shop open",
+        "when do your phone lines open",
+        "are you open over the holidays",
+        "what time does the branch on {address} close",
+        "do you open on {day}",
+        "what hours is support available",
     ),
     "talk_to_agent": (
         "I want to speak to a real person",
@@ -217,6 +361,16 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         "I'd rather talk to somebody",
         "get me a supervisor",
         "is there anyone I can speak to",
+        "I want a person",
+        "can I speak to someone please",
+        "put me through to an operator",
+        "I don't want a robot, give me a human",
+        "get me an agent now",
+        "I need to speak to a manager",
+        "please connect me with a real agent",
+        "can I talk to a person about my account",
+        "representative",
+        "let me speak to someone in customer support",
     ),
 }
 
@@ -224,6 +378,13 @@ GREETINGS = ("", "", "", "hi", "hello", "hey", "good morning", "hi there", "yes 
 FILLERS = ("uh", "um", "I mean", "like", "you know", "so")
 CLOSINGS = ("", "", "", "please", "thanks", "thank you", "if you can", "as soon as possible", "right now")
 SPLITS = ("train", "val", "test")
+
+
+def requests_digest() -> str:
+    """A hash of everything requests are written from (phrasings, slot values, dressing): part of the calls'
+    cache key, so calls built from other sentences never come back."""
+    blob = [INTENTS, TEMPLATES, SLOTS, GREETINGS, FILLERS, CLOSINGS]
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -293,12 +454,15 @@ def make_requests(per_intent: int = 40, seed: int = 0, max_tries: int = 50) -> l
     return out
 
 
-def split_templates(seed: int = 0, n_val: int = 1, n_test: int = 2) -> dict[str, dict[str, list[int]]]:
-    """For every intent, which of its templates are train, val and test (whole phrasings held out)."""
+def split_templates(seed: int = 0, test: float = 0.2, val: float = 0.1) -> dict[str, dict[str, list[int]]]:
+    """For every intent, which of its templates are train, val and test (whole phrasings held out): a ``test``
+    and a ``val`` fraction of them, at least one each."""
     rng = np.random.default_rng(seed + 1)
     out: dict[str, dict[str, list[int]]] = {}
     for intent in INTENTS:
-        perm = rng.permutation(len(TEMPLATES[intent])).tolist()
+        n = len(TEMPLATES[intent])
+        n_test, n_val = max(1, round(test * n)), max(1, round(val * n))
+        perm = rng.permutation(n).tolist()
         out[intent] = {"test": sorted(perm[:n_test]), "val": sorted(perm[n_test : n_test + n_val]),
                        "train": sorted(perm[n_test + n_val :])}  # fmt: skip
     return out
