@@ -263,14 +263,19 @@ def customer_service(r: dict) -> str:
     w, pub = r["wer"], r["wer_published"]["whisper_tiny_en"]
     n = r.get("wer_n", {})
     lat = r["latency_ms"]
-    times = [v.get("runtime_s") for v in r.get("per_seed", {}).values() if v.get("runtime_s")]
-    when = (f"Full run of the five notebooks with the calls and their transcripts cached: {max(times) / 60:.1f} min "
-            f"for the slowest seed, {min(times) / 60:.1f} min for the fastest, on 2 CPU cores" if len(times) > 1
-            else runtime(r))  # fmt: skip
+    times = {s: v["runtime_s"] for s, v in r.get("per_seed", {}).items() if v.get("runtime_s")}
+    when = ("Full run of the five notebooks: " + ", ".join(f"{t / 60:.1f} min (seed {s})" for s, t in times.items())
+            + " on 2 CPU cores" if len(times) > 1 else runtime(r))  # fmt: skip
+    study = i.get("phrasing_study") or {}
+    splits = (f"The true-transcript model retrained on {len(study['data_seeds'])} other splits of the requests "
+              f"(text alone, notebook 05 section 8): {pct(study['held-out phrasings']['mean'])} ± "
+              f"{pct(study['held-out phrasings']['std'])}% with whole phrasings held out, "
+              f"{pct(study['random requests']['mean'])} ± {pct(study['random requests']['std'])}% with the requests "
+              "split at random (the test voices are held out either way). " if study else "")  # fmt: skip
     rows += [
         "",
         f"Best fusion ({i['best_method']}) minus the better of the recognised transcript and audio, in points: {gain}. "
-        "Targets: the true transcript at least 97%; the best fusion above both the recognised-transcript and the "
+        f"{splits}Targets: the true transcript at least 97%; the best fusion above both the recognised-transcript and the "
         "audio model at 0 and 5 dB.",
         "",
         "| word error rate % | Asterisk prompts (8 kHz, one speaker) | LibriVox (Debian, 16 kHz) |",

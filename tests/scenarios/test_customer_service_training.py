@@ -127,12 +127,12 @@ def test_phrasing_study_retrains_the_text_model_on_other_splits():
     from mmhelpers.scenarios.customer_service.recipe import ServiceConfig
 
     cfg = ServiceConfig(seed=0).smoke()
-    study = phrasing_study(cfg, per_intent=20, data_seeds=[0, 1])
-    assert study["data_seeds"] == [0, 1] and study["per_intent"] == 20
+    study = phrasing_study(cfg, per_intent=10, data_seeds=[0, 1])
+    assert study["data_seeds"] == [0, 1] and study["per_intent"] == 10
     for protocol in PROTOCOLS:
         acc = study[protocol]["accuracy"]
         assert len(acc) == 2 and study[protocol]["mean"] == pytest.approx(np.mean(acc))
         assert study[protocol]["mean"] > 5 / 15
-    assert phrasing_study(cfg, per_intent=20, data_seeds=[0])["held-out phrasings"]["accuracy"] == [
+    assert phrasing_study(cfg, per_intent=10, data_seeds=[0])["held-out phrasings"]["accuracy"] == [
         study["held-out phrasings"]["accuracy"][0]
     ]
