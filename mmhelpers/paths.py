@@ -36,9 +36,14 @@ def data_root() -> Path:
 
 
 def mirror_root() -> Path | None:
-    """Local mirror tried before the network: ``$MMHELPERS_MIRROR`` (CI sets ``../shared/data``)."""
+    """Local mirror tried before the network: ``$MMHELPERS_MIRROR`` (CI sets ``../shared/data``). A relative
+    path is taken from the repository root in a checkout (a notebook's kernel runs in the notebook's folder),
+    else from the working directory."""
     value = os.environ.get("MMHELPERS_MIRROR")
-    return Path(value).expanduser() if value else None
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    return REPO_ROOT / path if IN_CHECKOUT and not path.is_absolute() else path
 
 
 def cache_root() -> Path:

@@ -27,6 +27,23 @@ from mmhelpers.paths import REPO_ROOT, build_dir
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 
 
+PATH_VARIABLES = ("MMHELPERS_MIRROR", "MMHELPERS_DATA", "MMHELPERS_CACHE", "MMHELPERS_BUILD")
+
+
+def absolute_path_variables(environ: dict[str, str] | None = None, cwd: Path | None = None) -> dict[str, str]:
+    """Make the folders named by relative ``MMHELPERS_*`` variables absolute, against the folder the runner was
+    started in: a kernel starts in its notebook's folder, where ``MMHELPERS_MIRROR=../shared/data`` typed at the
+    repository root would name another folder. Returns the variables changed."""
+    environ = os.environ if environ is None else environ
+    cwd = Path.cwd() if cwd is None else cwd
+    changed = {}
+    for name in PATH_VARIABLES:
+        value = environ.get(name)
+        if value and not Path(value).expanduser().is_absolute():
+            environ[name] = changed[name] = str((cwd / Path(value).expanduser()).resolve())
+    return changed
+
+
 def discover(only: str | None = None) -> list[Path]:
     """Notebooks under notebooks/, in their numbered order (checkpoints and executed copies skipped)."""
     found = sorted(p for p in NOTEBOOK_DIR.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
@@ -135,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     params: dict[str, Any] = {k: _parse_value(v) for k, v in args.p}
     if args.smoke:
         params["SMOKE"] = True
+    absolute_path_variables()  # before the kernels start, each in its notebook's folder
     notebooks = discover(args.only)
     if not notebooks:
         print("no notebooks matched", file=sys.stderr)

@@ -222,3 +222,23 @@ def test_default_data_folder_that_is_a_file(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setattr(paths, "IN_CHECKOUT", True)
     with pytest.raises(DataError, match="the default folder for MMHELPERS_DATA is a file: move the file away"):
         paths.cache_root()
+
+
+def test_relative_folders_are_taken_from_where_the_command_was_typed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """`MMHELPERS_MIRROR=../shared/data make notebooks` at the repository root: the runner makes the path absolute
+    before any kernel starts in a notebook's folder, and mirror_root() reads a relative path from the repository
+    root, so a notebook finds the mirror either way."""
+    from mmhelpers.paths import REPO_ROOT, mirror_root
+    from mmhelpers.run_notebooks import absolute_path_variables
+
+    env = {"MMHELPERS_MIRROR": "../shared/data", "MMHELPERS_CACHE": "/abs/cache", "OTHER": "x"}
+    changed = absolute_path_variables(env, cwd=tmp_path / "repo")
+    assert changed == {"MMHELPERS_MIRROR": str((tmp_path / "shared" / "data").resolve())}
+    assert env["MMHELPERS_MIRROR"] == changed["MMHELPERS_MIRROR"] and env["MMHELPERS_CACHE"] == "/abs/cache"
+    monkeypatch.setenv("MMHELPERS_MIRROR", "../shared/data")
+    monkeypatch.chdir(tmp_path)
+    assert mirror_root() == REPO_ROOT / "../shared/data"
+    monkeypatch.setenv("MMHELPERS_MIRROR", str(tmp_path))
+    assert mirror_root() == tmp_path
+    monkeypatch.delenv("MMHELPERS_MIRROR")
+    assert mirror_root() is None
