@@ -87,7 +87,7 @@ PROTOCOLS = ("held-out phrasings", "random requests")
 
 
 def phrasing_study(cfg: ServiceConfig, per_intent: int = 40, data_seeds: Sequence[int] = range(5),
-                   progress: bool = False) -> dict[str, Any]:  # fmt: skip
+                   encoder: TextEncoder | None = None, progress: bool = False) -> dict[str, Any]:  # fmt: skip
     """How much the choice of held-out phrasings decides the text model's accuracy: the "true transcript" head
     of ``METHODS`` (MiniLM sentence embedding, trained as in ``run_methods``) on the generated requests of several
     data seeds, under two protocols:
@@ -100,7 +100,9 @@ def phrasing_study(cfg: ServiceConfig, per_intent: int = 40, data_seeds: Sequenc
     Text only (no audio: the true transcript does not depend on the voice), so it costs seconds. Returns, per
     protocol, the accuracy of every data seed and their mean and standard deviation."""
     from mmhelpers.classify import fusion_classifier, predict, text_features, train_classifier
+    from mmhelpers.encoders import build_text_encoder
 
+    encoder = encoder or build_text_encoder()  # loaded once for every split
     method, (name,) = METHODS["true transcript"]
     out: dict[str, Any] = {"data_seeds": [int(d) for d in data_seeds], "per_intent": per_intent}
     accs: dict[str, list[float]] = {p: [] for p in PROTOCOLS}
@@ -115,7 +117,7 @@ def phrasing_study(cfg: ServiceConfig, per_intent: int = 40, data_seeds: Sequenc
             n = sum(id(r) in held_test for r in mine)
             random_test |= {id(mine[i]) for i in rng.permutation(len(mine))[:n]}
         val = {id(r) for r in by_split["val"]}
-        x = text_features([r.text for r in requests], progress=progress)
+        x = text_features([r.text for r in requests], encoder, progress=progress)
         y = torch.tensor([r.label for r in requests])
         for protocol, test in zip(PROTOCOLS, (held_test, random_test), strict=True):
             # the phrasing split's validation requests are left out of training in both protocols (same size)
