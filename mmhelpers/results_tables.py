@@ -252,7 +252,7 @@ def customer_service(r: dict) -> str:
     rows = [
         _seeds(r),
         "",
-        f"| model (test calls: unseen voices, unseen phrasings) | accuracy % | macro-F1 | {head} |",
+        f"| model (test calls: unseen voices, new sentences) | accuracy % | macro-F1 | {head} |",
         "|---|---|---|" + "---|" * len(snrs),
     ]
     for m in (m for m in SERVICE_ROWS if m in i["methods"]):
@@ -267,11 +267,11 @@ def customer_service(r: dict) -> str:
     when = ("Full run of the five notebooks: " + ", ".join(f"{t / 60:.1f} min (seed {s})" for s, t in times.items())
             + " on 2 CPU cores" if len(times) > 1 else runtime(r))  # fmt: skip
     study = i.get("phrasing_study") or {}
-    splits = (f"The true-transcript model retrained on {len(study['data_seeds'])} other splits of the requests "
-              f"(text alone, notebook 05 section 8): {pct(study['held-out phrasings']['mean'])} ± "
-              f"{pct(study['held-out phrasings']['std'])}% with whole phrasings held out, "
-              f"{pct(study['random requests']['mean'])} ± {pct(study['random requests']['std'])}% with the requests "
-              "split at random (the test voices are held out either way). " if study else "")  # fmt: skip
+    splits = (f"The true-transcript model retrained on {len(study['data_seeds'])} other draws of the requests "
+              f"(text alone, notebook 05 section 8): {pct(study['random requests']['mean'])} ± "
+              f"{pct(study['random requests']['std'])}% with the requests split at random (the scenario's split), "
+              f"{pct(study['held-out phrasings']['mean'])} ± {pct(study['held-out phrasings']['std'])}% with whole "
+              "phrasings held out (the test voices are held out either way). " if study else "")  # fmt: skip
     rows += [
         "",
         f"Best fusion ({i['best_method']}) minus the better of the recognised transcript and audio, in points: {gain}. "

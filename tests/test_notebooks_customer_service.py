@@ -2,7 +2,7 @@
 calls, chained in one cache for the module (calls, transcripts, features), as in a session.
 
 The embedded set is small (8 requests per intent, 82 training calls for 15 intents): the assertions are on the
-data's construction (held-out voices and phrasings, the telephone band), the recogniser (cached, better than
+data's construction (held-out voices, new sentences, the telephone band), the recogniser (cached, better than
 pocketsphinx on real speech, worse in noise) and what the true transcript teaches a head; the fusion gain is a
 claim of the full run (results/customer_service.json).
 """
@@ -38,7 +38,7 @@ def module_lm(module_cache: Path, shared_lm: Path) -> Path:
 def test_customer_service_representation(tmp_path: Path):
     m = run("01_representation", tmp_path)
     assert m["n_intents"] == 15 and m["sr"] == 8000 and m["counts"]["test"] > 0
-    assert m["phrasings"]["shared"] == 0 and m["train_test_voice_overlap"] == 0  # unseen phrasings, unseen voices
+    assert m["sentences_shared"] == 0 and m["train_test_voice_overlap"] == 0  # new sentences, unseen voices
     assert m["voices"]["train"] >= 10 and m["voices"]["test"] >= 3
     above = m["power_above_3400"]
     assert above["telephone"] < 0.005 < above["wideband"]  # the line cuts what lies above 3.4 kHz
@@ -64,7 +64,7 @@ def test_customer_service_recognition_fusion_training_evaluation(tmp_path: Path)
 
     fu = run("03_fusion", tmp_path / "03")
     r = fu["results"]
-    assert r["true transcript"]["accuracy"] > 0.5  # unseen phrasings; chance 1/15
+    assert r["true transcript"]["accuracy"] > 0.5  # embedded: every test request of a phrasing of its own; chance 1/15
     assert r["recognised transcript"]["by_snr"]["quiet"] > 2 * fu["chance"]
     assert set(r) == {"true transcript", "recognised transcript", "audio", "early", "late", "late + confidence", "gated",
                       "cross-attention", "audio (log-mel CNN)"}  # fmt: skip

@@ -1,4 +1,5 @@
-"""The help-desk calls: 15 intents with at least 40 distinct requests each, phrasings and voices held out, the
+"""The help-desk calls: 15 intents with at least 40 distinct requests each, requests (or phrasings) and voices held
+out, more training text written from the training phrasings, the
 generated set deterministic and cached, and a user's folder of recorded calls read with its own intents."""
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from mmhelpers.scenarios.customer_service.requests import (
     INTENTS,
     TEMPLATES,
     make_requests,
+    refill,
+    split_phrasings,
     split_requests,
     split_templates,
 )
@@ -44,8 +47,21 @@ def test_fifteen_intents_with_forty_distinct_requests_each():
     assert any(" uh " in r.text or " um " in r.text or "I mean" in r.text for r in requests)  # fillers
 
 
-def test_split_holds_whole_phrasings_out():
-    split = split_requests(make_requests(40), seed=0)
+def test_split_holds_whole_requests_out_and_the_stricter_split_whole_phrasings():
+    requests = make_requests(40)
+    split = split_requests(requests, seed=0)
+    assert sorted(r.text for rs in split.values() for r in rs) == sorted(r.text for r in requests)
+    assert Counter(r.intent for r in split["test"]) == dict.fromkeys(INTENTS, 8)  # a fifth of each intent's
+    assert Counter(r.intent for r in split["val"]) == dict.fromkeys(INTENTS, 4)  # and a tenth
+    texts = {s: {r.text for r in rs} for s, rs in split.items()}
+    assert not texts["train"] & texts["test"] and not texts["train"] & texts["val"]
+    templates = {s: {(r.intent, r.template) for r in rs} for s, rs in split.items()}
+    shared = templates["train"] & templates["test"]
+    assert 0.4 < len(shared) / len(templates["test"]) < 0.95  # most test phrasings are in training, not all
+    assert [r.text for r in split_requests(requests, seed=0)["test"]] == [r.text for r in split["test"]]
+    assert {r.text for r in split_requests(requests, seed=1)["test"]} != texts["test"]
+
+    split = split_phrasings(requests, seed=0)
     templates = {s: {(r.intent, r.template) for r in rs} for s, rs in split.items()}
     assert not templates["train"] & templates["test"] and not templates["train"] & templates["val"]
     assert not templates["val"] & templates["test"]
@@ -54,6 +70,26 @@ def test_split_holds_whole_phrasings_out():
     where = split_templates(seed=0)  # a fifth of each intent's phrasings for test, a tenth for validation
     assert all((len(w["test"]), len(w["val"]), len(w["train"])) == (4, 2, 14) for w in where.values())
     assert Counter(r.intent for r in split["test"])["pay_bill"] == 8  # two requests per phrasing at 40 per intent
+
+
+def test_refill_writes_new_requests_from_the_same_phrasings_never_a_held_out_one():
+    requests = make_requests(40)
+    split = split_requests(requests, seed=0)
+    held = [r.text for r in split["test"] + split["val"]]
+    more = refill(split["train"], 5, seed=0, exclude=held)
+    assert len(more) > 0.9 * 5 * len(split["train"])  # only sentences equal to a held-out one are dropped
+    assert not {r.text for r in more} & set(held)
+    assert {(r.intent, r.template) for r in more} == {(r.intent, r.template) for r in split["train"]}
+    assert len({r.text for r in more}) > 0.5 * len(more)  # slot values and dressing vary
+    assert [r.text for r in refill(split["train"], 5, seed=0, exclude=held)] == [r.text for r in more]
+    assert refill(split["train"], 0) == []
+    # what the scenario's heads train on: the calls' training requests rewritten, none for your own calls
+    from mmhelpers.scenarios.customer_service.data import Call, CallSet, written_requests
+
+    calls = CallSet([Call(r.text, r.intent, s, "v", phrasing=r.template) for s in split for r in split[s]], [], 8000)
+    written = written_requests(calls, 3)
+    assert len(written) > 0.9 * 3 * len(split["train"]) and not {t for t, _ in written} & set(held)
+    assert written_requests(CallSet([Call("pay my bill", "pay_bill", "train", "v")], [], 8000)) == []
 
 
 def test_the_calls_cache_key_follows_the_requests_and_the_digest_what_was_said(monkeypatch):

@@ -3,7 +3,7 @@
 ``build_calls(plan)`` speaks every request in synthetic voices and sends it down a telephone line with background
 noise. Training requests are each spoken by ``train_takes`` training voices at random noise levels; every test
 request is spoken at every SNR of ``test_snrs`` (``None`` = a quiet room) by voices never heard in training, so
-accuracy can be reported by SNR on unseen voices and unseen phrasings. The build is deterministic in
+accuracy can be reported by SNR on unseen voices (saying requests no training call said). The build is deterministic in
 ``plan.seed``, cached under ``<cache>/calls/`` in shards keyed by the plan and the synthesisers' versions
 (an interrupted build resumes), and ``EMBEDDED`` is the small plan the notebooks run by default.
 
@@ -32,10 +32,10 @@ from mmhelpers.paths import cache_root
 from mmhelpers.speech import Voice, espeak_version, flite_version, synthesize
 from mmhelpers.telephone import TELEPHONE_SR, Channel, babble_noise, telephone_channel
 
-from .requests import INTENTS, SPLITS, Request, make_requests, requests_digest, split_requests
+from .requests import INTENTS, SPLITS, TEMPLATES, Request, make_requests, refill, requests_digest, split_requests
 from .voices import speakers
 
-BUILD_VERSION = 4  # bump when the build's code changes what it makes
+BUILD_VERSION = 5  # bump when the build's code changes what it makes
 NOISES = ("white", "pink", "babble")
 
 
@@ -147,6 +147,20 @@ def plan_calls(plan: CallPlan) -> tuple[list[tuple[Request, str, Voice, str | No
                 for k in rng.permutation(len(pool))[:takes]:
                     out.append((r, split, pool[int(k)], *line(plan.train_snrs)))
     return out, voices
+
+
+def written_requests(calls: CallSet, per_request: int = 10, seed: int = 0) -> list[tuple[str, str]]:
+    """More training text for the text heads, no audio: ``per_request`` requests written anew (``refill``) from the
+    phrasing of every distinct training request of the generated calls, none equal to a validation or test
+    request. Returns (text, intent) pairs; none for your own calls (they have no phrasings to write from)."""
+    if per_request <= 0:
+        return []
+    seen: dict[str, Request] = {}
+    for c in calls.calls:
+        if c.split == "train" and c.phrasing >= 0 and c.intent in TEMPLATES and c.text not in seen:
+            seen[c.text] = Request(c.text, c.intent, c.phrasing)
+    held = [c.text for c in calls.calls if c.split != "train"]
+    return [(r.text, r.intent) for r in refill(list(seen.values()), per_request, seed, exclude=held)]
 
 
 def _key(plan: CallPlan) -> str:

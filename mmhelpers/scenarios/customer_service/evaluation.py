@@ -2,7 +2,7 @@
 
 wer, n, examples = real_speech_wer(recogniser)              # Asterisk prompts and LibriVox, Whisper and pocketsphinx
 steps = time_call(wave, sr, recogniser, route, encoder, feats)   # milliseconds of each step of one request
-study = phrasing_study(cfg, per_intent=40, data_seeds=range(5))    # the text model over other splits of the requests
+study = phrasing_study(cfg, per_intent=40, data_seeds=range(5))    # the text model over other splits, two protocols
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import torch
 from mmhelpers.asr import PocketSphinx, Recogniser, Transcript, transcribe, word_error_rate
 from mmhelpers.encoders import TextEncoder
 
-from .recipe import METHODS, CallFeatures, ServiceConfig, featurise
-from .requests import INTENTS, make_requests, split_requests
+from .recipe import METHODS, WRITTEN, CallFeatures, ServiceConfig, featurise
+from .requests import INTENTS, make_requests, refill, split_phrasings, split_requests
 
 WHISPER_TINY_EN_PUBLISHED = {"librispeech_test_clean": 0.084, "librispeech_test_other": 0.149}
 PUBLISHED_SOURCE = "https://huggingface.co/openai/whisper-tiny.en (model card, WER on LibriSpeech)"
@@ -83,19 +83,20 @@ def latency_summary(times: list[dict[str, float]]) -> dict[str, Any]:
             for s in steps}  # fmt: skip
 
 
-PROTOCOLS = ("held-out phrasings", "random requests")
+PROTOCOLS = ("random requests", "held-out phrasings")
 
 
 def phrasing_study(cfg: ServiceConfig, per_intent: int = 40, data_seeds: Sequence[int] = range(5),
-                   encoder: TextEncoder | None = None, progress: bool = False) -> dict[str, Any]:  # fmt: skip
-    """How much the choice of held-out phrasings decides the text model's accuracy: the "true transcript" head
-    of ``METHODS`` (MiniLM sentence embedding, trained as in ``run_methods``) on the generated requests of several
-    data seeds, under two protocols:
+                   encoder: TextEncoder | None = None, written: int = WRITTEN,
+                   progress: bool = False) -> dict[str, Any]:  # fmt: skip
+    """How much the split of the requests decides the text model's accuracy: the "true transcript" head of
+    ``METHODS`` (MiniLM sentence embedding, trained as in ``run_methods``, with ``written`` requests written anew
+    from each training request's phrasing) on the generated requests of several data seeds, under two protocols:
 
-    - "held-out phrasings": the scenario's split (``split_requests``): no test phrasing is in training;
-    - "random requests": the same number of test requests drawn at random within each intent (voices would
-      still be held out; the text does not care): a test request usually shares its phrasing with training
-      requests and differs in slot values and dressing.
+    - "random requests": the scenario's split (``split_requests``): a test request is a new sentence, usually of a
+      phrasing that training has (as in Fluent Speech Commands);
+    - "held-out phrasings": ``split_phrasings``: no test phrasing is in training, nor written from (Arora et al.'s
+      "unseen utterance" split).
 
     Text only (no audio: the true transcript does not depend on the voice), so it costs seconds. Returns, per
     protocol, the accuracy of every data seed and their mean and standard deviation."""
@@ -104,31 +105,24 @@ def phrasing_study(cfg: ServiceConfig, per_intent: int = 40, data_seeds: Sequenc
 
     encoder = encoder or build_text_encoder()  # loaded once for every split
     method, (name,) = METHODS["true transcript"]
-    out: dict[str, Any] = {"data_seeds": [int(d) for d in data_seeds], "per_intent": per_intent}
+    out: dict[str, Any] = {"data_seeds": [int(d) for d in data_seeds], "per_intent": per_intent, "written": written}
     accs: dict[str, list[float]] = {p: [] for p in PROTOCOLS}
     for ds in data_seeds:
         requests = make_requests(per_intent, int(ds))
-        by_split = split_requests(requests, int(ds))
-        held_test = {id(r) for r in by_split["test"]}
-        rng = np.random.default_rng(int(ds) + 7)
-        random_test: set[int] = set()
-        for intent in INTENTS:  # as many test requests per intent as the phrasing split has
-            mine = [r for r in requests if r.intent == intent]
-            n = sum(id(r) in held_test for r in mine)
-            random_test |= {id(mine[i]) for i in rng.permutation(len(mine))[:n]}
-        val = {id(r) for r in by_split["val"]}
-        x = text_features([r.text for r in requests], encoder, progress=progress)
-        y = torch.tensor([r.label for r in requests])
-        for protocol, test in zip(PROTOCOLS, (held_test, random_test), strict=True):
-            # the phrasing split's validation requests are left out of training in both protocols (same size)
-            train = torch.tensor([i for i, r in enumerate(requests) if id(r) not in test and id(r) not in val])
-            held = torch.tensor([i for i, r in enumerate(requests) if id(r) in test])
+        for protocol, split in zip(PROTOCOLS, (split_requests, split_phrasings), strict=True):
+            by_split = split(requests, int(ds))
+            held = [r.text for s in ("val", "test") for r in by_split[s]]
+            train = [*by_split["train"], *refill(by_split["train"], written, int(ds), exclude=held)]
+            x = text_features([r.text for r in train], encoder, progress=progress)
+            y = torch.tensor([r.label for r in train])
+            x_test = text_features([r.text for r in by_split["test"]], encoder, progress=progress)
+            y_test = torch.tensor([r.label for r in by_split["test"]])
             torch.manual_seed(cfg.seed)
-            model = fusion_classifier(method, {name: x[train]}, len(INTENTS), d_model=cfg.d_model,
+            model = fusion_classifier(method, {name: x}, len(INTENTS), d_model=cfg.d_model,
                                       hidden_dim=cfg.hidden_dim, dropout=cfg.dropout)  # fmt: skip
-            train_classifier(model, {name: x[train]}, y[train], cfg.train_config())
-            pred = predict(model, {name: x[held]}).argmax(1)
-            accs[protocol].append(float((pred == y[held]).float().mean()))
+            train_classifier(model, {name: x}, y, cfg.train_config())
+            pred = predict(model, {name: x_test}).argmax(1)
+            accs[protocol].append(float((pred == y_test).float().mean()))
     for protocol, a in accs.items():
         out[protocol] = {
             "accuracy": a,

@@ -38,7 +38,7 @@ from mmhelpers.metrics import accuracy, macro_f1
 from mmhelpers.train import TensorDictDataset, TrainConfig, Trainer
 
 from .acoustic import AcousticEncoder
-from .data import CallSet
+from .data import CallSet, written_requests
 
 TEXT_ONLY = ("true transcript", "recognised transcript")
 # name -> (fusion method, inputs); "late" fuses the two unimodal heads' logits
@@ -99,6 +99,8 @@ class CallFeatures:
     frame_mean: torch.Tensor | None = None  # the training calls' frame statistics
     frame_std: torch.Tensor | None = None
     cnn: torch.Tensor | None = None  # (N, dim) the log-mel CNN's pooled embedding, when an acoustic encoder is given
+    written: torch.Tensor | None = None  # (M, 384) MiniLM of more written training requests (``written_requests``)
+    written_labels: torch.Tensor | None = None  # (M,) their intents
 
     def has(self, names: Sequence[str]) -> bool:
         """Whether every input of ``names`` is there."""
@@ -127,13 +129,18 @@ def recognise(calls: CallSet, recogniser: SpeechRecogniser | None = None, progre
     return transcribe(calls.waves, calls.sr, recogniser or call_recogniser(), progress=progress)
 
 
+WRITTEN = 10  # requests written anew from each training request's phrasing, text only, for the text heads
+
+
 def call_features(calls: CallSet, transcripts: Sequence[Transcript], progress: bool = True,
-                  acoustic: AcousticEncoder | None = None) -> CallFeatures:  # fmt: skip
+                  acoustic: AcousticEncoder | None = None, written: int = WRITTEN) -> CallFeatures:  # fmt: skip
     """MiniLM sentence embeddings of the recognised (and, when known, true) transcripts; Whisper's encoder states
     standardised with the training calls' mean and spread; the recogniser's confidence. When the transcripts have
     encoder frames (``call_recogniser``), also the frames, standardised with the training calls' statistics, and
     the recognised transcripts' MiniLM word tokens (not cached: seconds). With an ``acoustic`` encoder
-    (``acoustic.acoustic_encoder``), its pooled embedding of every call."""
+    (``acoustic.acoustic_encoder``), its pooled embedding of every call. ``written`` more requests are written from
+    each training request's phrasing (generated calls only, ``data.written_requests``): text the heads that learn
+    the language from true transcripts train on too."""
     if len(transcripts) != len(calls):
         raise ValueError(f"{len(transcripts)} transcripts for {len(calls)} calls")
     asr = text_features([t.text for t in transcripts], progress=progress)
@@ -153,6 +160,10 @@ def call_features(calls: CallSet, transcripts: Sequence[Transcript], progress: b
         feats.words = build_text_encoder().encode_tokens([t.text for t in transcripts], progress=progress)
     if acoustic is not None:
         feats.cnn = acoustic.embed(calls.waves)
+    extra = written_requests(calls, written)
+    if extra:
+        feats.written = text_features([t for t, _ in extra], progress=progress)
+        feats.written_labels = torch.tensor([calls.intents.index(i) for _, i in extra], dtype=torch.long)
     return feats
 
 
@@ -217,12 +228,17 @@ def train_method(name: str, feats: CallFeatures, labels: torch.Tensor, train: np
     extra = {"mask_zero_tokens": True} if method in TOKEN_FUSIONS else {}
     model = fusion_classifier(method, inputs, n_classes, d_model=cfg.d_model, hidden_dim=cfg.hidden_dim,
                               dropout=cfg.dropout, **extra)  # fmt: skip
-    train_inputs = {n: x[idx] for n, x in inputs.items()}
+    train_inputs, train_labels = {n: x[idx] for n, x in inputs.items()}, labels[idx]
     if name == "recognised transcript" and feats.true_text is not None:
         # learn the language from what was said, then read what was heard: on the full generated set this beat
         # training on the recognised transcripts (38% against 32%: espeak's calls were mostly misheard in training)
         train_inputs = {"asr_text": feats.true_text[idx]}
-    train_classifier(model, train_inputs, labels[idx], cfg.train_config(progress))
+    if name in TEXT_ONLY and feats.written is not None and feats.true_text is not None:
+        # and from the requests written anew from the training phrasings (text only)
+        (n,) = names
+        train_inputs = {n: torch.cat([train_inputs[n], feats.written])}
+        train_labels = torch.cat([train_labels, feats.written_labels])
+    train_classifier(model, train_inputs, train_labels, cfg.train_config(progress))
     return model
 
 

@@ -4,9 +4,12 @@ Every intent has twenty phrasings (templates): ten written around slots (amounts
 filled from short value lists, and ten free paraphrases of the same request (short and long, polite and curt,
 some with slots too). Each request is dressed the way people talk on the phone: a greeting or none, fillers ("uh",
 "I mean"), a "please" or a "thanks". Everything is drawn from a seed, so the same seed gives the same requests.
-``split_requests`` holds whole phrasings out (a fifth of each intent's for test, a tenth for validation): the test
-requests are sentences whose wording never appears in training (and the voices that speak them are held out too,
-see ``voices``).
+``split_requests`` draws a fifth of each intent's requests for test and a tenth for validation: a test request is
+a sentence never seen in training, usually of a phrasing that is (other slot values, other dressing), and the
+voices that speak it are held out (see ``voices``), the protocol of Fluent Speech Commands (Lugosch et al., 2019).
+``split_phrasings`` holds whole phrasings out instead, the stricter "unseen utterance" protocol of Arora et al.
+(2021); notebook 05 measures the text model under both. ``refill`` writes more training requests from the
+training phrasings (text only).
 """
 
 from __future__ import annotations
@@ -468,11 +471,46 @@ def split_templates(seed: int = 0, test: float = 0.2, val: float = 0.1) -> dict[
     return out
 
 
-def split_requests(requests: Sequence[Request], seed: int = 0) -> dict[str, list[Request]]:
-    """The requests of each split; a template (and every request written from it) is in exactly one split."""
+def split_requests(requests: Sequence[Request], seed: int = 0, test: float = 0.2,
+                   val: float = 0.1) -> dict[str, list[Request]]:  # fmt: skip
+    """The scenario's split: a ``test`` and a ``val`` fraction of each intent's requests drawn at random (at least
+    one each). A test request is a sentence no training request is, but its phrasing is usually in training with
+    other slot values and dressing, as in Fluent Speech Commands (the voices are what is held out, see
+    ``plan_calls``). ``split_phrasings`` is the stricter protocol."""
+    rng = np.random.default_rng(seed + 1)
+    out: dict[str, list[Request]] = {s: [] for s in SPLITS}
+    for intent in INTENTS:
+        mine = [r for r in requests if r.intent == intent]
+        n_test, n_val = max(1, round(test * len(mine))), max(1, round(val * len(mine)))
+        order = rng.permutation(len(mine)).tolist()
+        where = {k: "test" for k in order[:n_test]} | {k: "val" for k in order[n_test : n_test + n_val]}
+        for k, r in enumerate(mine):
+            out[where.get(k, "train")].append(r)
+    return out
+
+
+def split_phrasings(requests: Sequence[Request], seed: int = 0) -> dict[str, list[Request]]:
+    """Whole phrasings held out (``split_templates``): a template, and every request written from it, is in exactly
+    one split, so a test request's wording was never seen in training (the phrasing study in notebook 05)."""
     where = split_templates(seed)
     out: dict[str, list[Request]] = {s: [] for s in SPLITS}
     for r in requests:
         split = next(s for s in SPLITS if r.template in where[r.intent][s])
         out[split].append(r)
+    return out
+
+
+def refill(requests: Sequence[Request], k: int, seed: int = 0, exclude: Sequence[str] = ()) -> list[Request]:
+    """``k`` more written requests from the phrasing of each of ``requests``: its template filled with other slot
+    values and dressed anew (text only, no audio: writing is free, speaking and recognising are not). Sentences
+    in ``exclude`` (the validation and test requests) are never written; a repeat of another is allowed."""
+    rng = np.random.default_rng(seed + 3)
+    banned = set(exclude)
+    out = []
+    for r in requests:
+        for _ in range(k):
+            core = fill(TEMPLATES[r.intent][r.template], rng)
+            text = dress(core, rng)
+            if text not in banned:
+                out.append(Request(text, r.intent, r.template, core))
     return out
