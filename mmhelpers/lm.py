@@ -170,7 +170,9 @@ def choice_log_likelihoods(model, tokenizer, system: str, requests: Sequence[str
 
     The chat is ``system`` then a user turn ``template.format(request)``; returns (N, K) mean log-probabilities per
     token of each choice (higher = likelier). The part before the request (system prompt, choice list) is run
-    once and its key-value cache reused; per request, one batch of K rows scores every choice.
+    once and its key-value cache reused; per request, the request is run once on top of it, then one batch of K
+    short rows (the choices, right-padded) continues from that cache, and only the positions that predict a
+    choice's tokens go through the softmax.
     """
     import copy
 
@@ -187,22 +189,34 @@ def choice_log_likelihoods(model, tokenizer, system: str, requests: Sequence[str
     prefix = torch.tensor([enc(head)], device=device)
     cache = model(prefix, use_cache=True).past_key_values
     options = [enc(c) for c in choices]
+    if any(not o for o in options):
+        raise ValueError(
+            f"a choice encodes to no tokens: {[c for c, o in zip(choices, options, strict=True) if not o]}"
+        )
+    width = max(len(o) for o in options)
+    ids = torch.full((len(options), width), tokenizer.pad_token_id or 0, dtype=torch.long)
+    for k, o in enumerate(options):
+        ids[k, : len(o)] = torch.tensor(o)
+    ids = ids.to(device)
+    lengths = torch.tensor([len(o) for o in options])
+    real = torch.arange(width)[None] < lengths[:, None]  # (K, width) the choices' own tokens, not padding
     out = torch.empty(len(requests), len(choices))
     for n, request in enumerate(tqdm(requests, desc="zero-shot", unit="request", disable=not progress)):
-        body = enc(" ".join(str(request).split()) + tail)
-        rows = [body + o for o in options]
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), tokenizer.pad_token_id or 0, dtype=torch.long)
-        mask = torch.zeros(len(rows), prefix.shape[1] + width, dtype=torch.long)
-        mask[:, : prefix.shape[1]] = 1
-        for k, r in enumerate(rows):
-            ids[k, : len(r)] = torch.tensor(r)
-            mask[k, prefix.shape[1] : prefix.shape[1] + len(r)] = 1
+        body = torch.tensor([enc(" ".join(str(request).split()) + tail)], device=device)
         past = copy.deepcopy(cache)
-        past.batch_repeat_interleave(len(rows))
-        logits = model(ids.to(device), attention_mask=mask.to(device), past_key_values=past, use_cache=True).logits
-        logp = logits.float().log_softmax(-1).cpu()
-        for k, o in enumerate(options):
-            pos = torch.arange(len(body) - 1, len(body) - 1 + len(o))  # the logits that predict the choice's tokens
-            out[n, k] = logp[k, pos, torch.tensor(o)].mean()
+        seen = prefix.shape[1] + body.shape[1]
+        first = model(body, attention_mask=torch.ones(1, seen, dtype=torch.long, device=device),
+                      past_key_values=past, use_cache=True)  # fmt: skip
+        past = first.past_key_values
+        past.batch_repeat_interleave(len(options))
+        mask = torch.cat([torch.ones(len(options), seen, dtype=torch.long), real.long()], 1).to(device)
+        # the request's last position predicts each choice's first token; choice position j predicts token j + 1
+        logits = model(ids[:, :-1], attention_mask=mask[:, :-1], past_key_values=past).logits if width > 1 else None
+        first_logp = first.logits[0, -1].float().log_softmax(-1).cpu()
+        token_logp = torch.zeros(len(options), width)
+        token_logp[:, 0] = first_logp[ids[:, 0].cpu()]
+        if logits is not None:
+            rest = logits.float().log_softmax(-1).cpu().gather(-1, ids[:, 1:].cpu().unsqueeze(-1)).squeeze(-1)
+            token_logp[:, 1:] = rest
+        out[n] = (token_logp * real).sum(1) / lengths
     return out

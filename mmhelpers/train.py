@@ -37,7 +37,8 @@ PredictFn = Callable[[Any], torch.Tensor]
 
 SCHEDULES = ("onecycle", "cosine", "constant")
 MONITORS = ("val_acc", "val_loss")
-_RUN_ONLY = ("device", "checkpoint_dir", "resume", "progress", "log_every_epoch")  # not part of a run's identity
+# settings that are not part of a run's identity (they do not change what it learns)
+_RUN_ONLY = ("device", "checkpoint_dir", "resume", "checkpoint_every", "progress", "log_every_epoch")
 
 __all__ = [
     "EpochBatches",
@@ -74,7 +75,8 @@ class TrainConfig:
     precision: str = "auto"  # "auto" (bf16 where the device has fast bf16) | "bf16" | "fp16" (CUDA) | "fp32"
     device: str = "auto"
     seed: int | None = 0  # None = leave the random generators as they are
-    checkpoint_dir: str | None = None  # the run's folder: checkpoint.pt every epoch
+    checkpoint_dir: str | None = None  # the run's folder: checkpoint.pt every checkpoint_every epochs and at the end
+    checkpoint_every: int = 1  # epochs between checkpoints; 0 = only at the end (a head trained in seconds)
     resume: str | None = None  # None = fresh run | "latest" = continue checkpoint_dir's checkpoint | a path
     progress: bool = True  # tqdm bar over steps
     log_every_epoch: bool = True  # one printed line per epoch
@@ -90,6 +92,10 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be one of {allowed}, got {value!r}")
         if self.epochs < 1 or self.batch_size < 1 or not 0 <= self.warmup_epochs <= self.epochs:
             raise ValueError(f"need epochs >= 1, batch_size >= 1, 0 <= warmup_epochs <= epochs: {self}")
+        if self.checkpoint_every < 0:
+            raise ValueError(
+                f"TrainConfig.checkpoint_every must be 0 (at the end only) or more: {self.checkpoint_every}"
+            )
 
 
 @dataclass
@@ -263,7 +269,7 @@ class Trainer:
         monitor = cfg.monitor if val_data is not None else None
         fit_cfg = FitConfig(
             steps=steps, grad_clip=cfg.grad_clip, precision=cfg.precision, device=cfg.device,
-            eval_every=data.per_epoch, checkpoint_every=data.per_epoch, monitor=monitor,
+            eval_every=data.per_epoch, checkpoint_every=cfg.checkpoint_every * data.per_epoch, monitor=monitor,
             mode="min" if cfg.monitor == "val_loss" else "max", patience=cfg.early_stopping_patience,
             restore_best=cfg.early_stopping_patience is not None,
             progress=cfg.progress, desc="train",

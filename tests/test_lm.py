@@ -156,16 +156,17 @@ CHAT = ("{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }} {% endfor %
         "{% if add_generation_prompt %}[assistant] {% endif %}")  # fmt: skip
 
 
-def test_choice_log_likelihoods_match_one_full_pass_per_choice():
-    """The shared prompt's key-value cache, the padded batch of choices and the positions read: each score equals
-    the mean log-probability of the choice's tokens computed in one plain pass over the whole sequence."""
+@pytest.mark.parametrize("choices", [["pay bill", "reset my password please", "roaming"], ["yes", "no"]])
+def test_choice_log_likelihoods_match_one_full_pass_per_choice(choices):
+    """The shared prompt's key-value cache, the request's pass over it, the padded batch of choices and the
+    positions read: each score equals the mean log-probability of the choice's tokens computed in one plain pass
+    over the whole sequence (choices of several tokens and of one)."""
     tokenizer = load_tokenizer()
     tokenizer.chat_template = CHAT
     model = lm.tiny_llama(vocab_size=len(tokenizer), seed=3).eval()
-    choices = ["pay bill", "reset my password please", "roaming"]
     requests = ["I want to pay", "forgot my password"]
     scores = lm.choice_log_likelihoods(model, tokenizer, "route the call", requests, choices, template="caller: {}")
-    assert scores.shape == (2, 3) and torch.isfinite(scores).all()
+    assert scores.shape == (2, len(choices)) and torch.isfinite(scores).all()
     text = tokenizer.apply_chat_template([{"role": "system", "content": "route the call"},
                                           {"role": "user", "content": f"caller: {lm.PLACEHOLDER}"}],
                                          add_generation_prompt=True, tokenize=False)  # fmt: skip

@@ -379,3 +379,25 @@ def test_count_parameters_is_the_encoders_one() -> None:
     assert count_parameters is mmhelpers.encoders.count_parameters
     assert count_parameters(MLP(hidden=4)) == 2 * 4 + 4 + 4 * 3 + 3
     assert "count_parameters" in train_module.__all__
+
+
+def test_checkpoint_every_sets_how_often_the_run_is_saved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every epoch by default; ``checkpoint_every=0`` only at the end (and the run reloads the same either way, as
+    the setting is not part of the run's identity)."""
+    import mmhelpers.engine as engine
+
+    saves: list[Path] = []
+    real_save = engine._save
+    monkeypatch.setattr(engine, "_save", lambda path, obj: (saves.append(Path(path)), real_save(path, obj)))
+    Trainer(MLP(), config(epochs=3, checkpoint_dir=str(tmp_path / "each"), resume="latest")).fit(blobs(128, seed=1))
+    assert len(saves) == 3
+    saves.clear()
+    last = config(epochs=3, checkpoint_dir=str(tmp_path / "end"), resume="latest", checkpoint_every=0)
+    trained = Trainer(MLP(), last)
+    trained.fit(blobs(128, seed=1))
+    assert saves == [tmp_path / "end" / "checkpoint.pt"]
+    loaded = Trainer(MLP(seed=5), config(epochs=3, checkpoint_dir=str(tmp_path / "end"), resume="latest"))
+    assert loaded.fit(blobs(128, seed=1)).epochs == 3 and len(saves) == 1  # loaded, not trained nor saved again
+    assert all(torch.equal(v, trained.model.state_dict()[k]) for k, v in loaded.model.state_dict().items())
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        config(checkpoint_every=-1)

@@ -162,3 +162,43 @@ def test_the_text_heads_also_learn_from_the_written_requests():
         assert predict(taught, {key: centres}).argmax(1).tolist() == [0, 1, 2]
         untaught = train_method(name, replace(feats, written=None, written_labels=None), labels, train, cfg, 3)
         assert 2 not in predict(untaught, {key: centres}).argmax(1).tolist()
+
+
+def test_a_finished_head_is_loaded_from_the_cache_not_trained_again(monkeypatch):
+    """``ServiceConfig.cache`` (the default): a head's finished run is kept in the cache folder, keyed by its
+    architecture, its training tensors and its settings. The same head again is loaded (no optimiser step, the
+    same logits), other labels or settings train a new run, and ``cache=False`` writes nothing."""
+    from dataclasses import replace
+
+    from mmhelpers.classify import predict
+    from mmhelpers.paths import cache_root
+    from mmhelpers.scenarios.customer_service.recipe import ServiceConfig, method_logits, train_method
+
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.tensor([0, 1, 2] * 8)
+    x = 3 * torch.eye(3, 8)[labels] + 0.3 * torch.randn(24, 8, generator=gen)
+    feats = CallFeatures(x, torch.randn(24, 4, generator=gen), torch.ones(24, 1), x, [])
+    cfg, train = ServiceConfig(seed=0, epochs=4, batch_size=8), np.arange(24)
+    runs = lambda: sorted(p.name for p in (cache_root() / "intent_heads").glob("*"))  # noqa: E731
+    first = train_method("true transcript", feats, labels, train, cfg, n_classes=3)
+    assert len(runs()) == 1
+    late = train_method("late + confidence", feats, labels, train, replace(cfg, folds=2), n_classes=3)
+    n_runs = len(runs())  # and the late fusion's: its two heads, two per fold, and its weights
+    assert n_runs == 1 + 2 + 2 * 2 + 1
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached head was trained again")
+
+    with monkeypatch.context() as m:
+        m.setattr(torch.optim.AdamW, "step", no_training)
+        again = train_method("true transcript", feats, labels, train, cfg, n_classes=3)
+        late_again = train_method("late + confidence", feats, labels, train, replace(cfg, folds=2), n_classes=3)
+    assert torch.equal(predict(first, {"true_text": x}), predict(again, {"true_text": x}))
+    assert torch.equal(
+        method_logits("late + confidence", late, feats), method_logits("late + confidence", late_again, feats)
+    )
+    train_method("true transcript", feats, labels.roll(1), train, cfg, n_classes=3)  # other labels: a new run
+    train_method("true transcript", feats, labels, train, replace(cfg, lr=1e-3), n_classes=3)  # other settings
+    assert len(runs()) == n_runs + 2
+    train_method("true transcript", feats, labels, train, replace(cfg, cache=False, lr=2e-3), n_classes=3)
+    assert len(runs()) == n_runs + 2

@@ -15,14 +15,15 @@ confidence), **late** (the two unimodal heads' log-probabilities, learned weight
 tokens attend to Whisper's encoder frames, 200 ms each, and the frames to the words; padding masked). With an
 acoustic encoder trained here (``acoustic.acoustic_encoder``: a log-mel CNN from scratch) there is also **audio
 (log-mel CNN)**. Heads train on the training voices' calls, at every noise level (``training.with_augmented``
-adds augmented copies).
+adds augmented copies). A finished head is kept in the cache folder, keyed by its architecture, its training
+tensors and its settings (``ServiceConfig.cache``): notebooks 04 and 05 load the heads notebook 03 trained.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -33,8 +34,10 @@ from torch import nn
 from mmhelpers.asr import SpeechRecogniser, Transcript, frames_tensor, states_matrix, transcribe, word_error_rate
 from mmhelpers.classify import fusion_classifier, predict, text_features, train_classifier
 from mmhelpers.encoders import TextEncoder, build_text_encoder
+from mmhelpers.features import fingerprint
 from mmhelpers.fusion import real_tokens
 from mmhelpers.metrics import accuracy, macro_f1
+from mmhelpers.paths import cache_root
 from mmhelpers.train import TensorDictDataset, TrainConfig, Trainer
 
 from .acoustic import AcousticEncoder
@@ -74,13 +77,32 @@ class ServiceConfig:
     d_model: int = 128
     dropout: float = 0.1
     folds: int = 5  # out-of-fold logits for the late fusion's weights
+    cache: bool = True  # keep finished heads under the cache folder: the next notebook loads them, not trains again
 
     def smoke(self) -> ServiceConfig:
         return replace(self, epochs=25, folds=3)
 
-    def train_config(self, progress: bool = False) -> TrainConfig:
+    def train_config(self, progress: bool = False, run: Mapping[str, Any] | None = None) -> TrainConfig:
+        """The engine's settings; with ``run`` (what identifies the head: its model and training tensors) and
+        ``cache``, the run's checkpoint lives in a folder keyed by it and these settings, and a finished run there
+        is loaded instead of trained again (the engine checks the checkpoint is this run's)."""
+        run_dir = None
+        if run is not None and self.cache:
+            settings = {k: v for k, v in asdict(self).items() if k not in ("device", "cache")}
+            run_dir = str(cache_root() / "intent_heads" / fingerprint({"version": HEADS_VERSION, **run,
+                                                                        "settings": settings}))  # fmt: skip
+        # a head trains in seconds: one checkpoint, at the end (``checkpoint_every=0``)
         return TrainConfig(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, weight_decay=self.weight_decay,
-                           seed=self.seed, device=self.device, progress=progress, log_every_epoch=False)  # fmt: skip
+                           seed=self.seed, device=self.device, progress=progress, log_every_epoch=False,
+                           checkpoint_dir=run_dir, resume="latest" if run_dir else None, checkpoint_every=0)  # fmt: skip
+
+
+HEADS_VERSION = 1  # bump when a head's training changes in a way its inputs and settings do not show
+
+
+def head_run(model: nn.Module, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> dict[str, Any]:
+    """What identifies a head's training run for the cache: its architecture and its training tensors."""
+    return {"model": repr(model), "inputs": dict(inputs), "labels": labels}
 
 
 @dataclass
@@ -218,10 +240,10 @@ def train_method(name: str, feats: CallFeatures, labels: torch.Tensor, train: np
         if method == "late_confidence":
             model = ConfidenceLate(names)
             data = TensorDictDataset({**oof, "confidence": feats.confidence[idx], "label": labels[idx]})
-            Trainer(model, cfg.train_config(progress)).fit(data)
+            Trainer(model, cfg.train_config(progress, head_run(model, data.tensors, labels[idx]))).fit(data)
             return _Late(parts, model.eval())
         model = fusion_classifier(method, oof, n_classes)
-        train_classifier(model, oof, labels[idx], cfg.train_config(progress))
+        train_classifier(model, oof, labels[idx], cfg.train_config(progress, head_run(model, oof, labels[idx])))
         return _Late(parts, model)
     inputs = feats.inputs(names)
     torch.manual_seed(cfg.seed)  # the same initial weights whatever ran before
@@ -238,7 +260,8 @@ def train_method(name: str, feats: CallFeatures, labels: torch.Tensor, train: np
         (n,) = names
         train_inputs = {n: torch.cat([train_inputs[n], feats.written])}
         train_labels = torch.cat([train_labels, feats.written_labels])
-    train_classifier(model, train_inputs, train_labels, cfg.train_config(progress))
+    train_classifier(model, train_inputs, train_labels,
+                     cfg.train_config(progress, head_run(model, train_inputs, train_labels)))  # fmt: skip
     return model
 
 
