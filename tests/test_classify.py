@@ -36,13 +36,15 @@ def two_modalities(n_classes: int, n: int, seed: int) -> tuple[dict[str, torch.T
 def test_fusion_of_any_named_modalities_learns_any_number_of_classes(n_classes: int, method: str) -> None:
     train, y = two_modalities(n_classes, 40 * n_classes, seed=0)
     test, y_test = two_modalities(n_classes, 20 * n_classes, seed=1)
+    torch.manual_seed(0)  # the untrained model's accuracy must not depend on which tests ran before
     model = fusion_classifier(method, train, n_classes, modality_dropout=0.1)
     untrained = accuracy(predict(model, test), y_test)
     history = train_classifier(model, train, y, CFG)
     fused = accuracy(predict(model, test), y_test)
     photo_only = accuracy(predict(model, test, drop=["caption"]), y_test)
     assert model.n_classes == n_classes and history.epochs == CFG.epochs
-    assert untrained < 2.5 / n_classes  # chance level before training
+    # an untrained network already separates these clustered classes a little (up to ~0.35 seen), never like this
+    assert fused > untrained + 0.4, (fused, untrained)
     assert fused > 0.85, fused  # each modality alone can tell at most about half of the classes apart
     assert fused > photo_only + 0.15, (fused, photo_only)
 
