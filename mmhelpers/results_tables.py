@@ -32,6 +32,8 @@ def pct(x: float) -> str:
 def av_digits(r: dict) -> str:
     """The audio-visual digits table: protocols x models, plus the missing-modality line."""
     rows = [
+        _seeds_and_splits(r, "each seed also pairs the spoken digits with other MNIST images"),
+        "",
         "| protocol | image only | audio only | best fusion (method) | target |",
         "|---|---|---|---|---|",
     ]
@@ -42,16 +44,19 @@ def av_digits(r: dict) -> str:
     }
     for p in ("official", "speaker_independent", "hard"):
         s = r[p]
-        extra = f"; worst speaker, audio: {pct(s['worst_speaker_audio'])}" if "worst_speaker_audio" in s else ""
+        worst = _seeded(r, p, "worst_speaker_audio", percent=True) if "worst_speaker_audio" in s else ""
+        extra = f"; worst speaker, audio: {worst}" if worst else ""
         rows.append(
-            f"| {p} | {pct(s['image'])} | {pct(s['audio'])}{extra} | {pct(s['best_fusion'])} ({s['best_method']}) | {targets[p]} |"
+            f"| {p} | {_seeded(r, p, 'image', percent=True)} | {_seeded(r, p, 'audio', percent=True)}{extra} | "
+            f"{_seeded(r, p, 'best_fusion', percent=True)} ({_methods(r, p, 'best_method')}) | {targets[p]} |"
         )
-    mm = r["missing_modality"]
     rows.append("")
     rows.append(
-        f"Missing modality, chosen model `{r['chosen_model']}` on the official split: audio missing {pct(mm['audio_missing'])} "
-        f"(image-only model {pct(r['official']['image'])}), image missing {pct(mm['image_missing'])} "
-        f"(audio-only model {pct(r['official']['audio'])}). {runtime(r)}; "
+        f"Missing modality, chosen model `{r['chosen_model']}` on the official split: audio missing "
+        f"{_seeded(r, 'missing_modality', 'audio_missing', percent=True)} (image-only model "
+        f"{_seeded(r, 'official', 'image', percent=True)}), image missing "
+        f"{_seeded(r, 'missing_modality', 'image_missing', percent=True)} (audio-only model "
+        f"{_seeded(r, 'official', 'audio', percent=True)}). {_runtimes(r)}; "
         f"reproduce with `{r['command']}`."
     )
     return "\n".join(rows)
@@ -59,62 +64,97 @@ def av_digits(r: dict) -> str:
 
 def image_text(r: dict) -> str:
     """Retrieval both ways on the held-out Flickr8k images, the CCA baseline, and zero-shot Fashion-MNIST."""
+    at = lambda d, k: _seeded(r, d, k)  # noqa: E731
     rows = [
+        _seeds_and_splits(r, "each seed also draws its own 800/100/100 split of the photos, so the baselines vary too"),
+        "",
         "| direction | R@1 | R@5 | R@10 | median rank | target |",
         "|---|---|---|---|---|---|",
-        f"| text to image | {r['t2i']['R@1']:.3f} | {r['t2i']['R@5']:.3f} | {r['t2i']['R@10']:.3f} | "
-        f"{r['t2i']['median_rank']:g} | R@1 >= 0.33, R@5 >= 0.70 |",
-        f"| image to text | {r['i2t']['R@1']:.3f} | {r['i2t']['R@5']:.3f} | {r['i2t']['R@10']:.3f} | "
-        f"{r['i2t']['median_rank']:g} | reported |",
+        f"| text to image | {at('t2i', 'R@1')} | {at('t2i', 'R@5')} | {at('t2i', 'R@10')} | "
+        f"{_seeded(r, 't2i', 'median_rank', digits=1)} | R@1 >= 0.33, R@5 >= 0.70 |",
+        f"| image to text | {at('i2t', 'R@1')} | {at('i2t', 'R@5')} | {at('i2t', 'R@10')} | "
+        f"{_seeded(r, 'i2t', 'median_rank', digits=1)} | reported |",
         "",
-        f"Baselines on the same frozen features, text to image R@5: CCA {r['cca_t2i_R@5']:.3f}, untrained "
-        f"(random) projection {r['random_projection_t2i_R@5']:.3f}, chance 0.05.",
+        f"Baselines on the same frozen features, text to image R@5: CCA {_seeded(r, 'cca_t2i_R@5')}, untrained "
+        f"(random) projection {_seeded(r, 'random_projection_t2i_R@5')}, chance 0.05.",
     ]
-    z = r["zero_shot"]
+    z = lambda k: _seeded(r, "zero_shot", k, percent=True)  # noqa: E731
     rows.append("")
     rows.append(
-        f"Zero-shot Fashion-MNIST ({r['n_zero_shot_images']} test images, prompt ensemble): 10-way {pct(z['all_10way'])}% "
-        f"(chance 10%, 1-shot linear probe {pct(z['linear_probe_1shot'])}%); seen classes ({', '.join(r['seen_classes'])}) "
-        f"{pct(z['seen'])}% among themselves; unseen classes ({', '.join(r['unseen_classes'])}) {pct(z['unseen'])}% "
-        f"(chance {pct(z['chance_unseen'])}%, 1-shot probe {pct(z['linear_probe_1shot_unseen'])}%). "
-        f"{runtime(r)}; reproduce with `{r['command']}`."
+        f"Zero-shot Fashion-MNIST ({int(r['n_zero_shot_images'])} test images, prompt ensemble): 10-way "
+        f"{z('all_10way')}% (chance 10%, 1-shot linear probe {z('linear_probe_1shot')}%); seen classes "
+        f"({_classes(r, 'seen_classes')}) {z('seen')}% among themselves; unseen classes "
+        f"({_classes(r, 'unseen_classes')}) {z('unseen')}% (chance {pct(r['zero_shot']['chance_unseen'])}%, 1-shot "
+        f"probe {z('linear_probe_1shot_unseen')}%). {_runtimes(r)}; reproduce with `{r['command']}`."
     )
     return "\n".join(rows)
 
 
 def mini_vlm(r: dict) -> str:
-    """VQA by question family against the baselines, captions against nearest neighbour, perplexity, KV cache."""
+    """VQA by question family against the baselines, robustness, captions against nearest neighbour, KV cache."""
     v, c, k = r["vqa"], r["caption"], r["kv_cache"]
+    at = lambda *path: _seeded(r, "vqa", *path, percent=True)  # noqa: E731
     rows = [
+        _seeds_and_splits(r, "the seed also draws the caption split and initialises every model"),
+        "",
         "| VQA (Sort-of-CLEVR, test scenes) | non-relational | relational | target |",
         "|---|---|---|---|",
-        f"| mini VLM | {pct(v['non_relational'])} | {pct(v['relational'])} | >= 98 / >= 92 |",
-        f"| question only | {pct(v['question_only_non_relational'])} | {pct(v['question_only_relational'])} | near chance |",
-        f"| image only | {pct(v['image_only_non_relational'])} | {pct(v['image_only_relational'])} | reported |",
+        f"| mini VLM | {at('non_relational')} | {at('relational')} | >= 98 / >= 92 |",
+        f"| question only | {at('question_only_non_relational')} | {at('question_only_relational')} | near chance |",
+        f"| image only | {at('image_only_non_relational')} | {at('image_only_relational')} | reported |",
         "",
         "VQA by question type: "
-        + ", ".join(f"{t.replace('_', ' ')} {pct(v['by_type'][t])}" for t in QTYPES)
-        + f" ({v['steps']} training steps, {v['train_seconds'] / 60:.1f} min).",
+        + ", ".join(f"{t.replace('_', ' ')} {at('by_type', t)}" for t in QTYPES)
+        + f" ({v['steps']:g} training steps, {v['train_seconds'] / 60:.1f} min)."
+        + _per_seed(r, ("vqa", "relational"), ("vqa", "by_type", "count")),
         *(["", v_note] if (v_note := r.get("vqa_note")) else []),
+    ]
+    if "robustness_headline" in v:
+        names = {"jpeg_75": "JPEG quality 75", "colour_shift_25": "colour shift up to 25 levels",
+                 "noise_8": "pixel noise std 8", "antialias": "anti-aliased rendering"}  # fmt: skip
+        rows += ["", "| the same test scenes under | non-relational | relational | target |", "|---|---|---|---|"]
+        rows += [f"| {names[n]} | {at('robustness_headline', n, 'non_relational')} | "
+                 f"{at('robustness_headline', n, 'relational')} | >= 95 / >= 85 |" for n in names]  # fmt: skip
+    rows += [
         "",
         "| captioning (Flickr8k, held-out images) | BLEU-4 | CIDEr-D | test perplexity (with / without pre-training) |",
         "|---|---|---|---|",
     ]
     for name, d in r["fusion_designs"].items():
         rows.append(
-            f"| {name} fusion ({d['parameters'] / 1e6:.2f} M parameters) | {d['bleu4']:.3f} | {d['cider']:.3f} | "
-            f"{d['ppl_with_pretraining']:.1f} / {d['ppl_without_pretraining']:.1f} |"
+            f"| {name} fusion ({d['parameters'] / 1e6:.2f} M parameters) | {_seeded(r, 'fusion_designs', name, 'bleu4')} | "
+            f"{_seeded(r, 'fusion_designs', name, 'cider')} | {d['ppl_with_pretraining']:.1f} / "
+            f"{d['ppl_without_pretraining']:.1f} |"
         )
-    rows.append(f"| nearest-neighbour caption | {c['nn_bleu4']:.3f} | {c['nn_cider']:.3f} | |")
+    rows.append(
+        f"| nearest-neighbour caption | {_seeded(r, 'caption', 'nn_bleu4')} | {_seeded(r, 'caption', 'nn_cider')} | |"
+    )
     rows.append("")
     rows.append(
         f"Headline ({c['chosen_fusion']} fusion): BLEU-4 {c['bleu4']:.3f} and CIDEr-D {c['cider']:.3f} against the "
         f"nearest neighbour's {c['nn_bleu4']:.3f} and {c['nn_cider']:.3f}; pre-training lowers test perplexity from "
         f"{c['ppl_without_pretraining']:.1f} to {c['ppl_with_pretraining']:.1f}. KV-cached generation gives identical "
-        f"tokens: {k['identical']}, {k['speedup']:.1f}x faster. {runtime(r)}; "
+        f"tokens: {k['identical']}, {k['speedup']:.1f}x faster. {_runtimes(r)}; "
         f"reproduce with `{r['command']}`."
     )
     return "\n".join(rows)
+
+
+def _per_seed(r: dict, *paths: tuple[str, ...]) -> str:
+    """`` Per seed: relational 95.1 / 70.2 / 96.0, ...`` (percent) where the file gathered several seeds."""
+    per = r.get("per_seed") or {}
+    if len(per) < 2:
+        return ""
+    parts = []
+    for path in paths:
+        values = []
+        for rec in per.values():
+            node = rec
+            for key in path:
+                node = node[key]
+            values.append(pct(node))
+        parts.append(f"{path[-1].replace('_', ' ')} {' / '.join(values)}")
+    return f" Per seed ({', '.join(per)}): " + "; ".join(parts) + "."
 
 
 def _spread(r: dict, *path: str) -> float | None:
@@ -144,6 +184,47 @@ def _seeds(r: dict) -> str:
         f"Numbers are the mean ± standard deviation over {len(seeds)} training seeds ({', '.join(map(str, seeds))}), "
         "each a full run of the command below; the baselines do not depend on the seed."
     )
+
+
+def _seeds_and_splits(r: dict, what_else: str) -> str:
+    """:func:`_seeds`, for a scenario whose seed draws more than the initialisation (``what_else``)."""
+    seeds = r.get("seeds")
+    if not seeds:
+        return "Numbers from one run (one seed)."
+    threads = f" on {int(r['threads'])} threads" if r.get("threads") else ""
+    return (
+        f"Numbers are the mean ± standard deviation over {len(seeds)} seeds ({', '.join(map(str, seeds))}), each a "
+        f"full run of the command below{threads}; {what_else}."
+    )
+
+
+def _classes(r: dict, key: str) -> str:
+    """The class list at ``key``; where seeds differ (each seed's split names other classes), each seed's."""
+    per = r.get("per_seed") or {}
+    lists = {s: rec[key] for s, rec in per.items()} or {"": r[key]}
+    if len({tuple(v) for v in lists.values()}) == 1:
+        return ", ".join(next(iter(lists.values())))
+    return "; ".join(f"seed {s}: {', '.join(v)}" for s, v in lists.items())
+
+
+def _methods(r: dict, *path: str) -> str:
+    """A string leaf (a method's name) of every seed, once each in seed order: ``late`` or ``late / gated``."""
+    names = []
+    for rec in (r.get("per_seed") or {"": r}).values():
+        node = rec
+        for key in path:
+            node = node[key]
+        if node not in names:
+            names.append(node)
+    return " / ".join(names)
+
+
+def _runtimes(r: dict) -> str:
+    """The full run's wall time, per seed where the file gathered several."""
+    times = {s: v["runtime_s"] for s, v in (r.get("per_seed") or {}).items() if v.get("runtime_s")}
+    if len(times) < 2:
+        return runtime(r)
+    return "Full run: " + ", ".join(f"{t / 60:.1f} min (seed {s})" for s, t in times.items()) + " on 2 CPU cores"
 
 
 def assistant(r: dict) -> str:

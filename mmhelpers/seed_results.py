@@ -76,6 +76,7 @@ def merge_seed(path: str | Path, record: dict[str, Any], seed: int) -> dict[str,
     path = Path(path)
     if any(k in record for k in _META):
         raise ValueError(f"a seed's record cannot hold {_META}: those keys belong to the merged file")
+    record = json.loads(json.dumps(record))  # as the file will hold it (tuples as lists), so configs compare equal
     per_seed: dict[str, dict[str, Any]] = {}
     if path.exists():
         try:

@@ -92,6 +92,9 @@ def test_mini_vlm_evaluation(tmp_path: Path):
     assert abs(vqa["question_only"]["overall"] - vqa["majority"]["overall"]) < 0.05  # question-only = priors
     assert vqa["full model"]["horizontal"] > 0.9 > 0.65 > vqa["majority"]["horizontal"]  # reads the asked object
     assert 0.05 < m["slot_attention_top5pct_mass"] <= 1.0
+    rob = m["vqa_robustness"]  # the same test scenes compressed, colour-cast, noisy and anti-aliased
+    assert set(rob) == {"clean", "jpeg", "colour_shift", "noise", "antialias"}
+    assert rob["clean"]["-"] == vqa["full model"] and set(rob["jpeg"]) == {"90", "75", "50"}
     assert "results_json" not in m  # only full real-data runs write results/mini_vlm.json
 
 

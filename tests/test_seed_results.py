@@ -48,6 +48,13 @@ def test_other_settings_start_the_file_afresh(tmp_path):
     assert out["seeds"] == [2] and out["caption"]["bleu4"] == 0.90
 
 
+def test_a_config_with_tuples_matches_the_file_it_was_written_to(tmp_path):
+    path = tmp_path / "r.json"
+    for seed in (0, 1):  # a dataclass's tuple fields come back from JSON as lists: still the same settings
+        out = merge_seed(path, {"acc": 0.5 + seed / 10, "config": {"seed": seed, "channels": (32, 64)}}, seed=seed)
+    assert out["seeds"] == [0, 1] and out["acc"] == pytest.approx(0.55)
+
+
 def test_a_file_from_before_seeds_is_replaced_and_bad_json_named(tmp_path):
     path = tmp_path / "r.json"
     path.write_text(json.dumps({"caption": {"bleu4": 0.5}, "command": "old"}))

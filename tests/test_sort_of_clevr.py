@@ -166,3 +166,22 @@ def test_render_is_uint8_rgb_and_size_follows_the_scene() -> None:
     assert img.shape == (96, 96, 3) and img.dtype == np.uint8
     with pytest.raises(ValueError, match="too small"):
         soc.make_scenes(1, seed=0, size=16)
+
+
+def test_antialiased_render_keeps_every_object_in_place_with_soft_edges() -> None:
+    r = soc.object_radius(64)
+    for scene in soc.make_scenes(10, seed=5):
+        crisp, smooth = soc.render_scene(scene), soc.render_scene(scene, antialias=True)
+        assert smooth.shape == crisp.shape and smooth.dtype == np.uint8
+        palette = {soc.BACKGROUND, *soc.RGB.values()}
+        assert {tuple(p) for p in crisp.reshape(-1, 3)} <= palette
+        assert len({tuple(p) for p in smooth.reshape(-1, 3)} - palette) > 6  # mixed colours at the edges
+        for _, _, cx, cy in scene.objects:  # ink centre: exact when crisp, a quarter pixel down-right when smooth
+            x0, y0, w = int(cx) - r, int(cy) - r, 2 * r + 2  # the smooth object reaches one pixel further
+            for img, shift in ((crisp, 0.0), (smooth, 0.25)):  # (neighbours are at least 2 pixels away)
+                ink = (255 - img[y0 : y0 + w, x0 : x0 + w].astype(float)).sum(-1)
+                ys, xs = np.mgrid[y0 : y0 + w, x0 : x0 + w]
+                centre = ((ink * xs).sum() / ink.sum(), (ink * ys).sum() / ink.sum())
+                assert centre == pytest.approx((cx + shift, cy + shift), abs=0.1)
+    images = soc.render_images(soc.make_scenes(3, seed=5), antialias=True)
+    assert images.shape == (3, 3, 64, 64) and images.dtype == torch.uint8
