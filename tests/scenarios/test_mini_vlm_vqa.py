@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import replace
 
@@ -19,6 +20,7 @@ from mmhelpers.scenarios.mini_vlm.vqa import (
     evaluate_vqa,
     majority_baseline,
     pixel_coordinates,
+    robustness_table,
     train_vqa,
 )
 
@@ -54,6 +56,8 @@ def test_config_is_validated():
         VQAConfig(size=60)
     with pytest.raises(ValueError):
         VQAConfig(projector="queries")
+    with pytest.raises(ValueError, match="frontend"):
+        VQAConfig(frontend="patches")
     cfg = VQAConfig()
     assert cfg.grid == 8 and cfg.vlm_config().n_visual == 6 and cfg.vlm_config().d_visual == cfg.slot_dim
 
@@ -71,6 +75,43 @@ def test_shapes(data):
     background = F.avg_pool2d(data.images[:2].float(), 2).amin(1) == 255  # (2, 32, 32) all-white pooled pixels
     assert att.masked_select(background[:, None]).max() < 1e-4  # only drawn pixels are attended to
     assert m.predict(data.images[:2], data.questions[:2]).shape == (2, 36)
+
+
+def test_the_cells_front_end_knows_no_palette_and_trains(data):
+    """Every CNN cell a token (features, centre, mean colour): no colour prototypes, no count of objects."""
+    m = _model(frontend="cells")
+    assert m.cfg.n_visual == 64 and m.cfg.slot_dim == m.cfg.cnn_channels[-1] + 6
+    assert not any("slotter" in name for name, _ in m.named_parameters())  # the front end has no parameters
+    tokens = m.slots(data.images[:2])
+    assert tokens.shape == (2, 64, m.cfg.slot_dim)
+    red = torch.full((1, 3, 64, 64), 255, dtype=torch.uint8)
+    red[0, 1:, :8, :8] = 0  # the top-left cell is pure red: ink (0, 1, 1) times colour_scale, its centre at (-1, -1)
+    t = m.slots(red)[0, 0, -6:]
+    torch.testing.assert_close(t, torch.tensor([-1.0, -1.0, 2.0, 0.0, m.cfg.colour_scale, m.cfg.colour_scale]))
+    with pytest.raises(ValueError, match="no slots"):
+        m.slot_attention(data.images[:1])
+    cfg = VQAConfig.smoke(frontend="cells", n_scenes_train=40, n_scenes_val=8, n_scenes_test=8, steps=6,
+                          eval_every=3, checkpoint_every=3, curriculum_steps=3)  # fmt: skip
+    res = train_vqa(cfg, progress=False)
+    assert len(res.history.loss) == 6 and all(map(math.isfinite, res.history.loss))
+
+
+def test_augmentation_is_seeded_and_batches_stay_a_function_of_the_step(data):
+    from mmhelpers.data.sort_of_clevr import render_images
+    from mmhelpers.scenarios.mini_vlm.vqa import augment_scenes, vqa_batches
+
+    images, smooth = data.images, render_images(data.scenes, antialias=True)
+    assert torch.equal(augment_scenes(images, smooth, 0.0, seed=1), images)  # p = 0: the clean renders
+    a, b = augment_scenes(images, smooth, 1.0, seed=1), augment_scenes(images, smooth, 1.0, seed=1)
+    assert torch.equal(a, b) and a.dtype == torch.uint8 and a.shape == images.shape
+    assert all(not torch.equal(x, y) for x, y in zip(a, images, strict=True))  # p = 1: every scene changed
+    assert not torch.equal(a, augment_scenes(images, smooth, 1.0, seed=2))
+    with pytest.raises(ValueError, match="augment"):
+        VQAConfig(augment=1.5)
+    cfg = VQAConfig.smoke(augment=0.5, batch_scenes=2)
+    batches = vqa_batches(data, cfg)
+    assert torch.equal(batches(5)["images"], batches(5)["images"])  # a resumed run sees the same batches
+    assert not torch.equal(vqa_batches(data, replace(cfg, augment=0.0))(5)["images"], batches(5)["images"])
 
 
 def test_a_slot_is_its_objects_centre_and_colour():
@@ -180,6 +221,32 @@ def test_evaluate_vqa_by_hand():
     expected = dict(shape=shape_acc, horizontal=0.0, vertical=0.0, closest_color=0.0, furthest_shape=far_acc, count=0.0)
     expected |= dict(non_relational=shape_acc / 3, relational=far_acc / 3, overall=(shape_acc + far_acc) / 6)
     assert acc == pytest.approx(expected)
+
+
+class _ExactColourReader:
+    """Answers left/right by the pixels of exactly the palette colour: what a palette-keyed front end does."""
+
+    def predict(self, images: torch.Tensor, questions: torch.Tensor) -> torch.Tensor:
+        left, right = VQA_VOCAB.index("left"), VQA_VOCAB.index("right")
+        out = torch.zeros(questions.shape[:2], dtype=torch.long)  # <pad>: wrong on every other question
+        for q, colour in enumerate(COLORS, start=QTYPES.index("horizontal") * len(COLORS)):
+            match = (images == torch.tensor(RGB[colour], dtype=torch.uint8)[:, None, None]).all(1)  # (B, H, W)
+            xs = torch.arange(images.shape[-1]).expand_as(match)
+            mean_x = (xs * match).sum((1, 2)) / match.sum((1, 2)).clamp_min(1)
+            out[:, q] = torch.where(match.any((1, 2)) & (mean_x > 31.5), right, left)
+        return out
+
+
+def test_robustness_table_shows_what_a_palette_keyed_reader_loses():
+    test = build_vqa_set(60, seed=11)
+    table = robustness_table(_ExactColourReader(), test, levels={"colour_shift": (0, 25), "jpeg": (50,)})
+    assert set(table) == {"clean", "colour_shift", "jpeg", "antialias"}
+    assert set(table["colour_shift"]) == {"0", "25"} and set(table["antialias"]) == {"on"}
+    assert table["clean"]["-"]["horizontal"] == 1.0 == table["colour_shift"]["0"]["horizontal"]
+    assert table["antialias"]["on"]["horizontal"] == 1.0  # the objects' insides keep their exact colour
+    assert table["colour_shift"]["25"]["horizontal"] < 0.75  # most casts move every pixel off the palette
+    assert table["jpeg"]["50"]["horizontal"] < 0.9
+    assert table["clean"]["-"] == evaluate_vqa(_ExactColourReader(), test)
 
 
 def test_accuracy_by_type_and_majority_baseline():

@@ -62,7 +62,13 @@ __all__ = [
     "VQAHistory",
     "VQAResult",
     "ColourSlots",
+    "CellTokens",
+    "FRONTENDS",
     "pixel_coordinates",
+    "ROBUSTNESS",
+    "robustness_table",
+    "AUGMENT_MAX",
+    "augment_scenes",
     "baseline_config",
     "accuracy_by_type",
     "evaluate_vqa",
@@ -76,6 +82,7 @@ __all__ = [
 ]
 
 MODES = ("full", "question_only", "image_only")
+FRONTENDS = ("slots", "cells")
 # 2: colour prototypes (k-means initialised) and the curriculum; 3: questions end with the named colour
 CHECKPOINT_VERSION = 3
 _RUN_ONLY = (
@@ -114,6 +121,13 @@ class VQAConfig:
     # the answer's attention spread over all slots and training stalls for thousands of steps
     curriculum_steps: int = 1_000  # at 4 scenes a step, those two types leave their 50% plateau after ~300
     curriculum_qtypes: tuple[str, ...] = ("horizontal", "vertical")
+    # augmentation: each training scene is, each with this probability, rendered anti-aliased, JPEG-compressed,
+    # colour-shifted and made noisy, at a random strength up to AUGMENT_MAX (0 = the clean renders only)
+    augment: float = 0.0
+    # the visual front end: "slots" (colour slots, k-means initialised: the committed recipe) or "cells" (every CNN
+    # cell a token with its coordinates and mean colour: nothing in it knows the palette or the object count)
+    frontend: str = "slots"
+    colour_scale: float = 10.0  # "cells": weight of each cell's mean ink colour among its channels
     # the slots
     n_slots: int = 6  # one colour prototype per slot, initialised by k-means on `init_scenes` training scenes
     init_scenes: int = 32
@@ -134,6 +148,10 @@ class VQAConfig:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.size % 2 ** len(self.cnn_channels):
             raise ValueError(f"size {self.size} is not divisible by 2**{len(self.cnn_channels)}")
+        if not 0.0 <= self.augment <= 1.0:
+            raise ValueError(f"augment is a probability in [0, 1], got {self.augment}")
+        if self.frontend not in FRONTENDS:
+            raise ValueError(f"frontend must be one of {FRONTENDS}, got {self.frontend!r}")
         if self.projector not in ("linear", "mlp"):
             raise ValueError(f"projector must be 'linear' or 'mlp', got {self.projector!r}")
         self.cnn_channels = tuple(self.cnn_channels)  # a list from JSON compares equal after this
@@ -149,15 +167,20 @@ class VQAConfig:
 
     @property
     def slot_dim(self) -> int:
-        """Channels of a raw slot: pooled CNN features, then x, y, x^2 + y^2, spread, then the mean ink colour."""
-        return self.cnn_channels[-1] + 7
+        """Channels of a visual token: CNN features, then x, y, x^2 + y^2, (a slot's spread,) the mean ink colour."""
+        return self.cnn_channels[-1] + (7 if self.frontend == "slots" else 6)
+
+    @property
+    def n_visual(self) -> int:
+        """Visual tokens per scene: one per slot, or one per CNN cell."""
+        return self.n_slots if self.frontend == "slots" else self.grid**2
 
     def vlm_config(self) -> VLMConfig:
         """The decoder's config: the question plus the answer fit its block; one visual token per slot."""
         return VLMConfig(
             vocab_size=len(VQA_VOCAB), block_size=QUESTION_LEN + 1, n_layer=self.n_layer, n_head=self.n_head,
             n_embd=self.n_embd, dropout=self.dropout, fusion=self.fusion, d_visual=self.slot_dim,
-            n_visual=self.n_slots, projector=self.projector, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID,
+            n_visual=self.n_visual, projector=self.projector, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID,
         )  # fmt: skip
 
     @classmethod
@@ -285,6 +308,30 @@ class ColourSlots(nn.Module):
         return torch.cat([per_cell @ cells, where, SPREAD_SCALE * spread, a @ colour], dim=-1)
 
 
+class CellTokens(nn.Module):
+    """Every CNN cell as a visual token: its features, the cell centre's x, y, x^2 + y^2, and its mean ink colour.
+
+    A front end with no parameters of its own and nothing that knows the generator's palette or object count
+    (compare :class:`ColourSlots`): the decoder has to learn which cells hold the colour a question names.
+    The mean colour (the ink averaged over the cell, times ``colour_scale``) is what lets it leave the
+    plateau: with CNN features and coordinates alone, left/right questions stayed at 60% for 3,000 steps.
+    """
+
+    def __init__(self, size: int, grid: int, colour_scale: float = 10.0):
+        super().__init__()
+        self.cell, self.colour_scale = size // grid, colour_scale
+        t = torch.linspace(-1, 1, grid)
+        yy, xx = torch.meshgrid(t, t, indexing="ij")
+        coords = torch.stack([xx.flatten(), yy.flatten(), (xx**2 + yy**2).flatten()], dim=1)
+        self.register_buffer("coords", coords, persistent=False)  # (g*g, 3)
+
+    def forward(self, ink: Tensor, cells: Tensor) -> Tensor:
+        """Ink images (B, 3, S, S), CNN cells (B, g*g, C) -> tokens (B, g*g, C + 6)."""
+        colour = F.avg_pool2d(ink, self.cell).flatten(2).transpose(1, 2)  # (B, g*g, 3)
+        where = self.coords.expand(len(cells), -1, -1)
+        return torch.cat([cells, where, self.colour_scale * colour], dim=-1)
+
+
 @dataclass
 class VQAOutput:
     """Answer logits (B, Q, vocab) of each question of each scene and, given answers, the mean loss."""
@@ -294,13 +341,17 @@ class VQAOutput:
 
 
 class VQAModel(nn.Module):
-    """SceneCNN + ColourSlots -> MiniVLM: the decoder reads the slots as a prefix and generates the answer."""
+    """SceneCNN + ColourSlots (or CellTokens) -> MiniVLM: the decoder reads them as a prefix and generates the answer."""
 
     def __init__(self, cfg: VQAConfig):
         super().__init__()
         self.cfg = cfg
         self.cnn = SceneCNN(cfg.cnn_channels)
-        self.slotter = ColourSlots(cfg.n_slots, cfg.size, cfg.grid)
+        self.slotter = (
+            ColourSlots(cfg.n_slots, cfg.size, cfg.grid)
+            if cfg.frontend == "slots"
+            else CellTokens(cfg.size, cfg.grid, cfg.colour_scale)
+        )
         self.vlm = MiniVLM(cfg.vlm_config())
         with torch.no_grad():  # unit scale: the slots' image-dependent part is not drowned at the GPT-2 init
             fc = self.vlm.projector.fc
@@ -310,14 +361,15 @@ class VQAModel(nn.Module):
             nn.init.normal_(fc.weight[:, cfg.cnn_channels[-1] :], std=1.0)
             # each slot's learned embedding (which colour it holds) as strong as its content from the start, so
             # that a question's colour word can find its slot; at 0.02 it hides under the CNN features
-            self.vlm.projector.pos.normal_(std=cfg.slot_embedding_std)
+            if cfg.frontend == "slots":
+                self.vlm.projector.pos.normal_(std=cfg.slot_embedding_std)
 
     def cells(self, images: Tensor) -> Tensor:
         """Images (B, 3, S, S) -> CNN features, one token per cell (B, h*w, C), row-major."""
         return grid_to_tokens(self.cnn(images))
 
     def slots(self, images: Tensor) -> Tensor:
-        """Images (B, 3, S, S) -> raw slots (B, n_slots, slot_dim): the decoder's visual input (``generate``'s)."""
+        """Images (B, 3, S, S) -> raw slots or cell tokens (B, n_visual, slot_dim): the decoder's visual input."""
         return self.slotter(_ink(images), self.cells(images))
 
     def visual_tokens(self, images: Tensor) -> Tensor | None:
@@ -348,7 +400,7 @@ class VQAModel(nn.Module):
         """Greedy answer ids (B, Q), in eval mode (the model's mode is restored afterwards)."""
         was_training = self.training
         self.eval()
-        device = self.slotter.prototypes.device
+        device = self.vlm.lm_head.weight.device
         try:
             return self(images.to(device), questions.to(device)).logits.argmax(-1).cpu()
         finally:
@@ -357,6 +409,8 @@ class VQAModel(nn.Module):
     @torch.no_grad()
     def slot_attention(self, images: Tensor) -> Tensor:
         """Attention of each slot's query over the pooled pixels, (B, n_slots, R, R) (R = size / 2); maps sum to 1."""
+        if not isinstance(self.slotter, ColourSlots):
+            raise ValueError(f"the {self.cfg.frontend!r} front end has no slots")
         a, _ = self.slotter.attention(_ink(images))
         return a.unflatten(-1, (self.slotter.res, self.slotter.res))
 
@@ -386,6 +440,34 @@ def evaluate_vqa(model: _Predictor, vqa_set: VQASet, batch_scenes: int = 100) ->
         for i in range(0, len(vqa_set), batch_scenes)
     ]
     return accuracy_by_type(torch.cat(preds), vqa_set.answers, vqa_set.qtypes)
+
+
+# what a real image pipeline does to a picture, at the strengths of the robustness table (mmhelpers.corruptions)
+ROBUSTNESS: dict[str, tuple[float, ...]] = {"jpeg": (90, 75, 50), "colour_shift": (10, 25, 40), "noise": (4, 8, 16)}
+
+
+def robustness_table(
+    model: _Predictor, test: VQASet, levels: dict[str, tuple[float, ...]] = ROBUSTNESS, seed: int = 0,
+    batch_scenes: int = 100,
+) -> dict[str, dict[str, dict[str, float]]]:  # fmt: skip
+    """Accuracies (:func:`accuracy_by_type`) on the test scenes clean, under each corruption at each strength
+    (``{"jpeg": {"75": {...}}}``: JPEG quality, colour-shift levels, noise standard deviation), and re-rendered
+    anti-aliased (``{"antialias": {"on": {...}}}``, :func:`~mmhelpers.data.sort_of_clevr.render_scene`).
+
+    The same questions and answers throughout; only the pixels change (the random corruptions are seeded).
+    """
+    from mmhelpers.corruptions import corrupt
+    from mmhelpers.data.sort_of_clevr import render_images
+
+    table = {"clean": {"-": evaluate_vqa(model, test, batch_scenes)}}
+    for name, strengths in levels.items():
+        table[name] = {
+            f"{s:g}": evaluate_vqa(model, replace(test, images=corrupt(test.images, name, s, seed)), batch_scenes)
+            for s in strengths
+        }
+    smooth = render_images(test.scenes, antialias=True)
+    table["antialias"] = {"on": evaluate_vqa(model, replace(test, images=smooth), batch_scenes)}
+    return table
 
 
 def majority_baseline(train: VQASet, test: VQASet) -> dict[str, float]:
@@ -458,14 +540,50 @@ def vqa_fingerprint(cfg: VQAConfig, train: VQASet) -> dict[str, Any]:
     return {"recipe": f"vqa-{CHECKPOINT_VERSION}", "config": _config_key(cfg), "data": fingerprint(train.images)}
 
 
+# the strongest augmentation: JPEG quality down to 50, colour casts up to 30 levels, noise up to std 12
+AUGMENT_MAX = {"jpeg": 50, "colour_shift": 30, "noise": 12}
+
+
+def augment_scenes(images: Tensor, smooth: Tensor, p: float, seed: int) -> Tensor:
+    """Training scenes (n, 3, S, S) uint8 as a real pipeline might deliver them: each scene, each with
+    probability ``p``, takes its anti-aliased render (``smooth``, the same scenes), then JPEG at a quality drawn
+    from [AUGMENT_MAX["jpeg"], 95], a colour cast of up to AUGMENT_MAX["colour_shift"] levels, and Gaussian
+    noise of a standard deviation up to AUGMENT_MAX["noise"]. Deterministic for ``seed``."""
+    from mmhelpers.corruptions import colour_shift, gaussian_noise, jpeg
+
+    g = torch.Generator().manual_seed(seed)
+    draws = torch.rand(len(images), 8, generator=g)  # 4 coin flips and 4 strengths per scene
+    out = []
+    for k in range(len(images)):
+        coin, u = draws[k, :4] < p, draws[k, 4:]
+        x = smooth[k : k + 1] if coin[0] else images[k : k + 1]
+        if coin[1]:
+            x = jpeg(x, round(95 - (95 - AUGMENT_MAX["jpeg"]) * u[1].item()))
+        if coin[2]:
+            x = colour_shift(x, round(AUGMENT_MAX["colour_shift"] * u[2].item()), seed=seed * 31 + k)
+        if coin[3]:
+            x = gaussian_noise(x, AUGMENT_MAX["noise"] * u[3].item(), seed=seed * 37 + k)
+        out.append(x)
+    return torch.cat(out)
+
+
 def vqa_batches(train: VQASet, cfg: VQAConfig) -> Callable[[int], dict[str, Tensor]]:
-    """``step -> batch`` for the engine: a seeded permutation of the scenes per epoch; the curriculum's questions first."""
+    """``step -> batch`` for the engine: a seeded permutation of the scenes per epoch; the curriculum's questions
+    first; with ``cfg.augment``, scenes corrupted as a real pipeline would (:func:`augment_scenes`), seeded by step."""
     curriculum = torch.tensor([i for i, t in enumerate(train.qtypes) if t in cfg.curriculum_qtypes], dtype=torch.long)
+    smooth = None
+    if cfg.augment:
+        from mmhelpers.data.sort_of_clevr import render_images
+
+        smooth = render_images(train.scenes, antialias=True)
 
     def batch(step: int) -> dict[str, Tensor]:
         idx = _batch_indices(step, len(train), cfg.batch_scenes, cfg.seed)
         cols = curriculum if step < cfg.curriculum_steps else slice(None)
-        return {"images": train.images[idx], "questions": train.questions[idx][:, cols],
+        images = train.images[idx]
+        if smooth is not None:
+            images = augment_scenes(images, smooth[idx], cfg.augment, seed=cfg.seed * 1_000_003 + step)
+        return {"images": images, "questions": train.questions[idx][:, cols],
                 "answers": train.answers[idx][:, cols]}  # fmt: skip
 
     return batch
@@ -495,7 +613,8 @@ def train_vqa(
     torch.manual_seed(cfg.seed)
     model = VQAModel(cfg)
     train = vqa_set(cfg.n_scenes_train, cfg.seed, cfg.size)
-    model.slotter.init_prototypes(train.images[: cfg.init_scenes], seed=cfg.seed)  # a checkpoint overrides it
+    if cfg.frontend == "slots":
+        model.slotter.init_prototypes(train.images[: cfg.init_scenes], seed=cfg.seed)  # a checkpoint overrides it
     opt = vqa_optimizer(model, cfg)
     sched = warmup_cosine(opt, cfg.warmup_steps, cfg.steps)
     val = vqa_set(cfg.n_scenes_val, cfg.seed + 1, cfg.size)
