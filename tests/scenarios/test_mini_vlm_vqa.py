@@ -108,6 +108,10 @@ def test_augmentation_is_seeded_and_batches_stay_a_function_of_the_step(data):
     assert not torch.equal(a, augment_scenes(images, smooth, 1.0, seed=2))
     with pytest.raises(ValueError, match="augment"):
         VQAConfig(augment=1.5)
+    from mmhelpers.scenarios.mini_vlm.vqa import _config_key
+
+    assert "augment" not in _config_key(VQAConfig()) and "frontend" not in _config_key(VQAConfig())  # old keys hold
+    assert _config_key(VQAConfig(augment=0.5))["augment"] == 0.5
     cfg = VQAConfig.smoke(augment=0.5, batch_scenes=2)
     batches = vqa_batches(data, cfg)
     assert torch.equal(batches(5)["images"], batches(5)["images"])  # a resumed run sees the same batches

@@ -530,9 +530,16 @@ def vqa_optimizer(model: nn.Module, cfg: VQAConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99))
 
 
+_ADDED_FIELDS = {"frontend": "slots", "colour_scale": 10.0, "augment": 0.0}  # fields added after format 3
+
+
 def _config_key(cfg: VQAConfig) -> dict[str, Any]:
     """The config fields that identify a run (a resume must match them)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items() if k not in _RUN_ONLY}
+    key = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items() if k not in _RUN_ONLY}
+    for name, default in _ADDED_FIELDS.items():  # at their defaults, checkpoints from before they existed still match
+        if key.get(name) == default:
+            del key[name]
+    return key
 
 
 def vqa_fingerprint(cfg: VQAConfig, train: VQASet) -> dict[str, Any]:
