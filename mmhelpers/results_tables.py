@@ -17,6 +17,7 @@ import sys
 from mmhelpers.paths import REPO_ROOT as ROOT
 
 QTYPES = ("shape", "horizontal", "vertical", "closest_color", "furthest_shape", "count")  # as in sort_of_clevr
+RELATIONAL_TYPES = ("closest_color", "furthest_shape", "count")
 
 
 def runtime(r: dict) -> str:
@@ -106,7 +107,9 @@ def mini_vlm(r: dict) -> str:
         "VQA by question type: "
         + ", ".join(f"{t.replace('_', ' ')} {at('by_type', t)}" for t in QTYPES)
         + f" ({v['steps']:g} training steps, {v['train_seconds'] / 60:.1f} min)."
-        + _per_seed(r, ("vqa", "relational"), ("vqa", "by_type", "count")),
+        + _per_seed(
+            r, ("vqa", "non_relational"), ("vqa", "relational"), *(("vqa", "by_type", t) for t in RELATIONAL_TYPES)
+        ),
         *(["", v_note] if (v_note := r.get("vqa_note")) else []),
     ]
     if "robustness_headline" in v:
@@ -220,11 +223,12 @@ def _methods(r: dict, *path: str) -> str:
 
 
 def _runtimes(r: dict) -> str:
-    """The full run's wall time, per seed where the file gathered several."""
+    """The full run's wall time, per seed where the file gathered several, and their total."""
     times = {s: v["runtime_s"] for s, v in (r.get("per_seed") or {}).items() if v.get("runtime_s")}
     if len(times) < 2:
         return runtime(r)
-    return "Full run: " + ", ".join(f"{t / 60:.1f} min (seed {s})" for s, t in times.items()) + " on 2 CPU cores"
+    each = ", ".join(f"{t / 60:.1f} min (seed {s})" for s, t in times.items())
+    return f"Full run: {each}, {sum(times.values()) / 60:.1f} min in all, on 2 CPU cores"
 
 
 def assistant(r: dict) -> str:

@@ -11,6 +11,7 @@ these runs (issue #17's palette-free front end); they are exploratory, not in ``
 """
 
 import argparse
+import json
 
 import torch
 
@@ -25,12 +26,16 @@ ap.add_argument("--augment", type=float, default=0.0, help="probability of each 
 ap.add_argument("--seed", type=int, default=0)
 ap.add_argument("--steps", type=int, default=12_000)
 ap.add_argument("--threads", type=int, default=1)
+ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="other VQAConfig fields (JSON values)")
 args = ap.parse_args()
+overrides = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.set)}
 
 torch.set_num_threads(args.threads)
 cfg = VQAConfig(seed=args.seed, frontend=args.frontend, curriculum_steps=args.curriculum, augment=args.augment,
-                steps=args.steps)  # fmt: skip
-name = f"{args.frontend}_s{args.seed}_c{args.curriculum}_a{args.augment:g}"
+                steps=args.steps, **overrides)  # fmt: skip
+name = f"{args.frontend}_s{args.seed}_c{args.curriculum}_a{args.augment:g}" + "".join(
+    f"_{k}{v}" for k, v in overrides.items()
+)
 out = build_dir() / "vqa_probe"
 res = train_vqa(cfg, progress=True, checkpoint_dir=out / name, resume="latest")
 table = robustness_table(res.model, vqa_set(cfg.n_scenes_test, cfg.test_seed, cfg.size), seed=args.seed)

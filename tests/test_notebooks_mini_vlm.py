@@ -50,7 +50,8 @@ def test_mini_vlm_feature_extraction(tmp_path: Path):
     assert m["cache_identical"] and m["cached_call_s"] < 5
     assert m["projected_shape"] == [8, 64]  # 8 learned queries at the smoke decoder width
     assert m["projector_parameters"] > 1280 * 64  # at least the first linear layer
-    assert m["vqa_cells_shape"] == [64, 64] and m["vqa_slots_shape"] == [6, 71]  # 8x8 cells; 6 slots of 64 + 7
+    assert m["vqa_cells_shape"] == [64, 64] and m["vqa_slots_shape"] == [10, 72]  # 8x8 cells; 10 tokens of 64 + 8
+    assert m["vqa_regions_per_scene"] == [6, 6, 6, 6]  # one colour region per object
 
 
 def test_mini_vlm_fusion(tmp_path: Path):
@@ -91,7 +92,7 @@ def test_mini_vlm_evaluation(tmp_path: Path):
     assert set(vqa) == {"full model", "question_only", "image_only", "majority"}
     assert abs(vqa["question_only"]["overall"] - vqa["majority"]["overall"]) < 0.05  # question-only = priors
     assert vqa["full model"]["horizontal"] > 0.9 > 0.65 > vqa["majority"]["horizontal"]  # reads the asked object
-    assert 0.05 < m["slot_attention_top5pct_mass"] <= 1.0
+    assert 0.05 < m["visual_map_top5pct_mass"] <= 1.0 and m["visual_tokens_per_scene"] == 6.0  # one per object
     rob = m["vqa_robustness"]  # the same test scenes compressed, colour-cast, noisy and anti-aliased
     assert set(rob) == {"clean", "jpeg", "colour_shift", "noise", "antialias"}
     assert rob["clean"]["-"] == vqa["full model"] and set(rob["jpeg"]) == {"90", "75", "50"}

@@ -17,11 +17,13 @@ from mmhelpers.scenarios.mini_vlm.vqa import (
     VQAConfig,
     VQAModel,
     accuracy_by_type,
+    baseline_config,
     evaluate_vqa,
     majority_baseline,
     pixel_coordinates,
     robustness_table,
     train_vqa,
+    vqa_set,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -59,11 +61,12 @@ def test_config_is_validated():
     with pytest.raises(ValueError, match="frontend"):
         VQAConfig(frontend="patches")
     cfg = VQAConfig()
-    assert cfg.grid == 8 and cfg.vlm_config().n_visual == 6 and cfg.vlm_config().d_visual == cfg.slot_dim
+    assert cfg.grid == 8 and cfg.vlm_config().n_visual == 10 and cfg.vlm_config().d_visual == cfg.slot_dim
+    assert cfg.frontend == "regions" and cfg.augment > 0  # the recipe: no palette in the front end, augmented
 
 
 def test_shapes(data):
-    m = _model()
+    m = _model(frontend="slots")
     out = m(data.images[:2], data.questions[:2], data.answers[:2])
     assert out.logits.shape == (2, 36, len(VQA_VOCAB)) and out.loss.shape == ()
     assert m.visual_tokens(data.images[:2]).shape == (2, 6, m.cfg.n_embd)
@@ -96,6 +99,41 @@ def test_the_cells_front_end_knows_no_palette_and_trains(data):
     assert len(res.history.loss) == 6 and all(map(math.isfinite, res.history.loss))
 
 
+def test_the_regions_front_end_knows_no_palette(data):
+    """One token per colour region (mmhelpers.regions): no parameters, no prototypes, padding tokens all zero."""
+    m = _model(frontend="regions")
+    C = m.cfg.cnn_channels[-1]
+    assert m.cfg.n_visual == 10 and m.cfg.slot_dim == C + 8
+    assert not any("slotter" in name for name, _ in m.named_parameters())  # the front end has no parameters
+    tokens = m.slots(data.images[:2])
+    assert tokens.shape == (2, 10, m.cfg.slot_dim)
+    present = tokens[..., -1] == 1
+    assert present.sum(1).tolist() == [6, 6]  # one region per object; the generator is not told to the model
+    assert tokens[~present].abs().max() == 0
+    maps = m.visual_maps(data.images[:2])  # (2, 10, 64, 64): each region's pixels
+    torch.testing.assert_close(maps.sum((-2, -1)), present.float())
+    # the geometry and colour channels are standardised on training scenes' regions
+    scenes = build_vqa_set(20, seed=4).images
+    m.slotter.init_scaling(scenes)
+    t = m.slots(scenes)
+    geo = t[..., C : C + 7][t[..., -1] == 1]  # (120, 7)
+    torch.testing.assert_close(geo.mean(0), torch.zeros(7), atol=1e-4, rtol=0)
+    torch.testing.assert_close(geo.std(0), torch.ones(7), atol=1e-4, rtol=0)
+    # unstandardised: a red square's centre, spread and ink colour
+    m.slotter.standardise = False
+    red = torch.full((1, 3, 64, 64), 255, dtype=torch.uint8)
+    red[0, 1:, 10:21, 40:51] = 0  # an 11 px red square centred on pixel (45, 15)
+    tok = m.slots(red)[0]
+    assert tok[:, -1].tolist() == [1.0] + [0.0] * 9
+    x, y = (torch.tensor([45.0, 15.0]) / 63) * 2 - 1
+    torch.testing.assert_close(tok[0, C : C + 2], torch.stack([x, y]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(tok[0, C + 4 : C + 7], torch.tensor([0.0, 1.0, 1.0]))
+    cfg = VQAConfig.smoke(frontend="regions", n_scenes_train=40, n_scenes_val=8, n_scenes_test=8, steps=4,
+                          eval_every=2, checkpoint_every=2, curriculum_steps=2, augment=0.5)  # fmt: skip
+    res = train_vqa(cfg, progress=False)
+    assert all(map(math.isfinite, res.history.loss)) and res.model.slotter.scale.ne(1).all()  # scaling fitted
+
+
 def test_augmentation_is_seeded_and_batches_stay_a_function_of_the_step(data):
     from mmhelpers.data.sort_of_clevr import render_images
     from mmhelpers.scenarios.mini_vlm.vqa import augment_scenes, vqa_batches
@@ -110,8 +148,9 @@ def test_augmentation_is_seeded_and_batches_stay_a_function_of_the_step(data):
         VQAConfig(augment=1.5)
     from mmhelpers.scenarios.mini_vlm.vqa import _config_key
 
-    assert "augment" not in _config_key(VQAConfig()) and "frontend" not in _config_key(VQAConfig())  # old keys hold
-    assert _config_key(VQAConfig(augment=0.5))["augment"] == 0.5
+    old = VQAConfig(frontend="slots", augment=0.0)  # the fields' values before they existed leave the key as it was
+    assert not {"augment", "frontend", "max_regions", "standardise", "geometry_std"} & set(_config_key(old))
+    assert _config_key(VQAConfig())["augment"] == 0.5 and _config_key(VQAConfig())["frontend"] == "regions"
     cfg = VQAConfig.smoke(augment=0.5, batch_scenes=2)
     batches = vqa_batches(data, cfg)
     assert torch.equal(batches(5)["images"], batches(5)["images"])  # a resumed run sees the same batches
@@ -120,7 +159,7 @@ def test_augmentation_is_seeded_and_batches_stay_a_function_of_the_step(data):
 
 def test_a_slot_is_its_objects_centre_and_colour():
     """With one object in the image every slot attends to it: the slot holds its centre and its ink colour."""
-    m = _model()
+    m = _model(frontend="slots")
     img = torch.full((1, 3, 64, 64), 255, dtype=torch.uint8)
     img[0, 0, 10:21, 40:51] = 255  # a red square (255, 0, 0) with centre x=45, y=15
     img[0, 1:, 10:21, 40:51] = 0
@@ -136,7 +175,7 @@ def test_a_slot_is_its_objects_centre_and_colour():
 
 def test_prototypes_start_at_the_six_colours(data):
     """k-means on a few scenes finds the palette: each slot then attends to exactly one object of every scene."""
-    m = _model()
+    m = _model(frontend="slots")
     m.slotter.init_prototypes(data.images)
     ink = {c: 1 - torch.tensor(RGB[c]) / 255 for c in COLORS}
     palette = torch.stack([ink[c] / ink[c].max() for c in COLORS])  # ink colour scaled to amount 1 (gray -> white)
@@ -277,6 +316,18 @@ def test_smoke_training_reads_the_asked_object(trained):
         assert chance[t] < 0.6 and trained.test[t] > 0.9, (t, trained.test[t], chance[t])
     h = trained.history
     assert len(h.loss) == cfg.steps and h.eval_steps == [200, 400, 600, 800] and h.loss[-1] < 0.2 * h.loss[0]
+
+
+def test_with_the_image_removed_no_model_reaches_the_targets():
+    """The question-only model (no visual tokens at all) learns the answer priors and stays there: the issue's
+    targets (98% non-relational, 92% relational) are out of its reach, and so is anything far above the majority."""
+    cfg = baseline_config(VQAConfig.smoke(n_scenes_train=1000, n_scenes_test=200), "question_only", steps=300)
+    res = train_vqa(cfg, progress=False)
+    train, test = vqa_set(cfg.n_scenes_train, cfg.seed), vqa_set(cfg.n_scenes_test, cfg.test_seed)
+    majority = majority_baseline(train, test)
+    assert abs(res.test["overall"] - majority["overall"]) < 0.03, (res.test, majority)
+    assert res.test["non_relational"] < 0.6 and res.test["relational"] < 0.45
+    assert res.test["non_relational"] < 0.98 and res.test["relational"] < 0.92  # the targets, far out of reach
 
 
 def test_generate_gives_the_predicted_answer(trained):

@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+import torch
+
+from mmhelpers.corruptions import corrupt
+from mmhelpers.data.sort_of_clevr import make_scenes, render_images
+from mmhelpers.regions import colour_regions, image_regions
+
+
+def _centroid_errors(labels: torch.Tensor, scenes) -> list[float]:
+    """Per object: distance from its true centre to the centroid of the region under it (inf if none)."""
+    errs = []
+    for lab, scene in zip(labels, scenes, strict=True):
+        for _, _, cx, cy in scene.objects:
+            k = lab[int(cy), int(cx)].item()
+            if k == 0:
+                errs.append(float("inf"))
+                continue
+            ys, xs = torch.nonzero(lab == k, as_tuple=True)
+            errs.append(float(np.hypot(xs.float().mean().item() - cx, ys.float().mean().item() - cy)))
+    return errs
+
+
+@pytest.mark.parametrize(
+    "corruption",
+    [None, ("jpeg", 75), ("colour_shift", 25), ("noise", 8), "antialias"],
+)
+def test_one_region_per_object_under_corruptions(corruption):
+    scenes = make_scenes(40, seed=3)
+    if corruption == "antialias":
+        images = render_images(scenes, antialias=True)
+    else:
+        images = render_images(scenes)
+        if corruption is not None:
+            images = corrupt(images, *corruption, seed=1)
+    labels = colour_regions(images)
+    assert labels.shape == (40, 64, 64) and labels.dtype == torch.int64
+    n_regions = labels.flatten(1).amax(1)
+    assert (n_regions == 6).float().mean() >= 0.95  # one region per object, no halos or specks
+    errs = _centroid_errors(labels, scenes)
+    assert max(errs) < 1.6 and np.mean(errs) < 0.6  # every object found, its centre within a pixel or so
+
+
+def test_touching_objects_of_two_colours_stay_apart():
+    img = np.full((32, 32, 3), 255, np.uint8)
+    img[8:20, 4:16] = (255, 0, 0)
+    img[8:20, 16:28] = (0, 0, 255)  # touches the red one along a whole edge
+    lab = image_regions(img)
+    assert lab.max() == 2
+    assert lab[14, 8] != lab[14, 24] and lab[14, 8] > 0 and lab[14, 24] > 0
+
+
+def test_labels_are_ordered_by_area_and_capped():
+    img = np.full((64, 64, 3), 255, np.uint8)
+    sides = [4, 6, 8, 10, 12]
+    x = 2
+    for s in sides:
+        img[20 : 20 + s, x : x + s] = (0, 128, 0)
+        x += s + 2
+    lab = image_regions(img, max_regions=3, min_area=1)
+    assert lab.max() == 3
+    areas = [int((lab == k).sum()) for k in (1, 2, 3)]
+    assert areas == sorted(areas, reverse=True)  # largest first; the two smallest squares dropped
+    assert lab[25, 2 + 1] == 0
+
+
+def test_plain_image_has_no_regions_and_bad_input_is_refused():
+    assert image_regions(np.full((16, 16, 3), 200, np.uint8)).max() == 0
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        image_regions(np.zeros((16, 16), np.uint8))
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        colour_regions(torch.zeros(1, 3, 8, 8))
