@@ -161,7 +161,9 @@ def _per_seed(r: dict, *paths: tuple[str, ...]) -> str:
 
 
 def _spread(r: dict, *path: str) -> float | None:
-    """The standard deviation over seeds of the number at ``path`` (None in a one-run file)."""
+    """The standard deviation over seeds of the number at ``path`` (None in a one-run or one-seed file)."""
+    if len(r.get("seeds") or []) < 2:
+        return None
     node = r.get("spread")
     for key in path:
         node = node.get(key) if isinstance(node, dict) else None
@@ -195,6 +197,8 @@ def _seeds_and_splits(r: dict, what_else: str) -> str:
     if not seeds:
         return "Numbers from one run (one seed)."
     threads = f" on {int(r['threads'])} threads" if r.get("threads") else ""
+    if len(seeds) == 1:
+        return f"Numbers from one seed ({seeds[0]}) so far, a full run of the command below{threads}; {what_else}."
     return (
         f"Numbers are the mean ± standard deviation over {len(seeds)} seeds ({', '.join(map(str, seeds))}), each a "
         f"full run of the command below{threads}; {what_else}."

@@ -35,15 +35,14 @@ BASELINE_STEPS = {"full": 500, "short": 150, "smoke": 100}  # VQA baselines' ste
 
 
 def short_vqa_config(**overrides: object) -> VQAConfig:
-    """The embedded default's VQA run: 3,000 steps instead of 12,000 (a quarter of the full run's 9 minutes).
+    """The embedded default's VQA run: 3,000 steps instead of 12,000 (a quarter of the full run's schedule).
 
     The same model and recipe as the full run on a quarter of its schedule (curriculum 500 steps instead of
-    1,000, warm-up 100, validation every 250) and 500 test scenes instead of 1,000. With seed 0 the shape
-    questions leave their plateau after about 1,500 steps and all non-relational questions end at 100%; the
-    relational ones only start to rise above their answer priors (about 41% against the most frequent answer's
-    34%; furthest shape 61-71%). 2,000 or 2,500 steps left shape at 76% or learned it only near the end. The
-    full run (``DATA="real"`` or ``SCHEDULE="full"``) took the relational questions above 90% on an earlier machine
-    and to 70% in the committed re-run (see ``results/mini_vlm.json``).
+    1,000, warm-up 100, validation every 250) and 500 test scenes instead of 1,000. With the earlier colour-slot
+    front end, seed 0's shape questions left their plateau after about 1,500 steps, all non-relational questions
+    ended at 100% and the relational ones only started to rise above their answer priors; the region front end's
+    short run has not been measured yet (its steps cost about 1.5x the slots'). The full run (``DATA="real"`` or
+    ``SCHEDULE="full"``) is what ``results/mini_vlm.json`` holds.
     """
     base = dict(steps=3000, warmup_steps=100, curriculum_steps=500, eval_every=250, checkpoint_every=500,
                 n_scenes_test=500)  # fmt: skip

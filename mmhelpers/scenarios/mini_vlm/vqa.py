@@ -202,8 +202,8 @@ class VQAConfig:
         """The curriculum stage alone, for tests and notebook smoke runs (about 30 s on one thread).
 
         800 steps of left/right and top/bottom questions with the full model: enough to leave the plateau on
-        those (an untrained or image-blind model is at 50%; seeds 0, 1 and 2 leave it after 300-500 steps), not
-        to learn the other question types, which the full run needs.
+        those (an untrained or image-blind model is at 50%; with the region front end and augmentation, seeds 0,
+        1 and 2 leave it after 400-600 steps), not to learn the other question types, which the full run needs.
         """
         base = dict(n_scenes_train=2000, n_scenes_val=50, n_scenes_test=100, steps=800, eval_every=200,
                     checkpoint_every=200, curriculum_steps=800)  # fmt: skip
