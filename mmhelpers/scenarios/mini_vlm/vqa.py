@@ -23,7 +23,7 @@ What makes it learn in minutes on a CPU (each found by a run that stalled withou
 from the start (regions; for the slots, k-means initialised prototypes); the tokens' geometry and colour
 channels standardised, so that a region's spread (its shape) is as visible as its colour (without it, shape
 took 3,000-6,500 steps to learn and count stayed at its prior in 3 of 4 runs); the projector's weights on those
-channels initialised as strong as on the CNN channels; a fixed question layout (see
+channels initialised far stronger than a uniform init would (``geometry_std``); a fixed question layout (see
 :func:`~mmhelpers.data.sort_of_clevr.build_vqa_set`); and a short curriculum of left/right and top/bottom
 questions, which no scene-wide shortcut answers, before all 36.
 
@@ -434,8 +434,9 @@ class VQAModel(nn.Module):
         with torch.no_grad():  # unit scale: the slots' image-dependent part is not drowned at the GPT-2 init
             fc = self.vlm.projector.fc
             nn.init.normal_(fc.weight, std=fc.in_features**-0.5)
-            # the 7 geometry and colour channels (x, y, x^2 + y^2, spread, r, g, b) each as strong as all the CNN
-            # channels together: at a uniform init they are ~4% of the token and the decoder reads them slowly
+            # the geometry and colour channels (x, y, x^2 + y^2, spread, r, g, b) at std cfg.geometry_std: at 1.0 each
+            # is as strong as all the CNN channels together; at a uniform init they are ~4% of the token and the
+            # decoder reads them slowly
             nn.init.normal_(fc.weight[:, cfg.cnn_channels[-1] :], std=cfg.geometry_std)
             # each slot's learned embedding (which colour it holds) as strong as its content from the start, so
             # that a question's colour word can find its slot; at 0.02 it hides under the CNN features
