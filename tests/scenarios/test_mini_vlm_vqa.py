@@ -148,7 +148,7 @@ def test_augmentation_is_seeded_and_batches_stay_a_function_of_the_step(data):
         VQAConfig(augment=1.5)
     from mmhelpers.scenarios.mini_vlm.vqa import _config_key
 
-    old = VQAConfig(frontend="slots", augment=0.0)  # the fields' values before they existed leave the key as it was
+    old = VQAConfig(frontend="slots", augment=0.0, geometry_std=1.0)  # the fields' values before they existed leave the key as it was
     assert not {"augment", "frontend", "max_regions", "standardise", "geometry_std"} & set(_config_key(old))
     assert _config_key(VQAConfig())["augment"] == 0.5 and _config_key(VQAConfig())["frontend"] == "regions"
     cfg = VQAConfig.smoke(augment=0.5, batch_scenes=2)
