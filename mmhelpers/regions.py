@@ -3,10 +3,13 @@
 A bottom-up stage in the spirit of the region features of "bottom-up attention" VQA (Anderson et al. 2018),
 without a trained detector: each image is median-filtered (JPEG speckle and pixel noise), its background
 colour is the median of its border pixels, and every pixel that differs from it by more than ``fg_levels`` in
-some channel is foreground. Regions are grown by flood fill from the most distinct unclaimed foreground pixel,
-taking 4-connected pixels within ``tol_levels`` per channel of that seed's colour, so two touching objects of
-different colours stay apart and a blurred edge (half object, half background) joins neither. Regions smaller
-than ``min_area`` pixels (edge halos, specks) are dropped and at most ``max_regions`` of the largest are kept.
+some channel is foreground. Cores are foreground pixels whose 3x3 neighbourhood is one colour (within
+``core_levels``); each 4-connected core of at least ``min_core`` pixels seeds a marker-based watershed
+(OpenCV) over the foreground, with the background as one more marker, so two touching objects of different
+colours stay apart and a blurred edge (half object, half background) joins neither. The watershed's dividing
+lines take each object's outermost ring of pixels, so a region is its object eroded by about one pixel.
+Regions smaller than ``min_area`` pixels (edge halos, specks) are dropped and at most ``max_regions`` of the
+largest are kept.
 
 Nothing here knows a palette or how many objects a scene holds; it assumes objects stand out from a uniform
 background (a product photo, a diagram, a synthetic scene). On cluttered photographs, use a trained detector
@@ -28,7 +31,6 @@ __all__ = ["colour_regions", "image_regions"]
 def image_regions(
     image: np.ndarray,
     fg_levels: int = 48,
-    tol_levels: int = 64,
     min_area: int = 12,
     max_regions: int = 10,
     core_levels: int = 48,
@@ -36,7 +38,7 @@ def image_regions(
 ) -> np.ndarray:
     """One uint8 RGB image (H, W, 3) -> region labels (H, W) int64: 0 = none, 1..K by decreasing area.
 
-    See the module's docstring; ``max_seeds`` bounds the flood fills per image (a very noisy image stops early).
+    See the module's docstring.
     """
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected a uint8 RGB image (H, W, 3), got {image.dtype} {image.shape}")

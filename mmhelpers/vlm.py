@@ -31,6 +31,7 @@ __all__ = [
     "KVCache",
     "grid_to_tokens",
     "attention_mask",
+    "with_prefix_bias",
     "Projector",
     "MiniVLM",
 ]
@@ -109,15 +110,34 @@ def attention_mask(n_prefix: int, t: int, fusion: str = "prefix", device: torch.
     return mask
 
 
+def with_prefix_bias(mask: Tensor, prefix_bias: Tensor | None) -> Tensor:
+    """A boolean (T, T) mask whose first P positions are the visual prefix, plus an additive bias (B, nh, P, P) on
+    the prefix's attention to itself -> a float mask (B, nh, T, T) (0 / -inf elsewhere); no bias: the mask as is.
+
+    A relative-position bias among the visual tokens (Swin, Graphormer), e.g. one from their distances in the image.
+    """
+    if prefix_bias is None:
+        return mask
+    P = prefix_bias.shape[-1]
+    out = torch.zeros(mask.shape, dtype=prefix_bias.dtype, device=mask.device).masked_fill(~mask, float("-inf"))
+    out = out.expand(*prefix_bias.shape[:-2], *mask.shape).clone()  # (B, nh, T, T)
+    out[..., :P, :P] += prefix_bias
+    return out
+
+
 def _attend(
     q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: float, need_weights: bool
 ) -> tuple[Tensor, Tensor | None]:
-    """softmax(q k^T / sqrt(hs)) v over heads, with SDPA; the explicit weights (B, nh, Tq, Tk) only on request."""
+    """softmax(q k^T / sqrt(hs) + mask) v over heads, with SDPA; the explicit weights (B, nh, Tq, Tk) only on request.
+
+    ``mask``: boolean (True = may attend), or float and added to the scores (0 / -inf, plus any bias)."""
+    if mask is not None and mask.is_floating_point():
+        mask = mask.to(q.dtype)  # SDPA wants a float mask in the queries' dtype (bf16 under autocast)
     if not need_weights:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p), None
     att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, nh, Tq, Tk)
     if mask is not None:
-        att = att.masked_fill(~mask, float("-inf"))
+        att = att.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else att + mask
     att = F.softmax(att, dim=-1)
     return att @ v, att
 
@@ -149,7 +169,7 @@ class SelfAttention(nn.Module):
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (z.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for z in (q, k, v))  # (B, nh, T, hs)
         if n_query is not None:
-            q, mask = q[:, :, -n_query:], mask[-n_query:]  # (B, nh, Tq, hs), (Tq, S + T)
+            q, mask = q[:, :, -n_query:], mask[..., -n_query:, :]  # (B, nh, Tq, hs), (..., Tq, S + T)
         if past is not None:
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)  # (B, nh, S + T, hs)
         y, w = _attend(q, k, v, mask, self.dropout if self.training else 0.0, need_weights)
@@ -340,14 +360,16 @@ class MiniVLM(nn.Module):
         targets: Tensor | None = None,
         *,
         visual_tokens: Tensor | None = None,
+        prefix_bias: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Text logits (B, T, vocab) and mean cross-entropy over targets != -100 (or None).
 
         idx (B, T) token ids; visual (B, N, d_visual) raw visual tokens, or ``visual_tokens`` (B, P, n_embd)
         already projected by :meth:`encode_visual`; neither = a plain language model. targets (B, T) are
-        already shifted: ``targets[:, t]`` is the token after ``idx[:, t]``.
+        already shifted: ``targets[:, t]`` is the token after ``idx[:, t]``. ``prefix_bias`` (B, nh, P, P): added to
+        the visual prefix's attention scores among itself (prefix fusion; see :func:`with_prefix_bias`).
         """
-        logits, _ = self._decode(idx, self._visual_tokens(visual, visual_tokens))
+        logits, _ = self._decode(idx, self._visual_tokens(visual, visual_tokens), prefix_bias=prefix_bias)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
@@ -360,7 +382,7 @@ class MiniVLM(nn.Module):
         return self.encode_visual(visual) if visual is not None else visual_tokens
 
     def _decode(
-        self, idx: Tensor, vis: Tensor | None, need_weights: bool = False
+        self, idx: Tensor, vis: Tensor | None, need_weights: bool = False, prefix_bias: Tensor | None = None
     ) -> tuple[Tensor, list[tuple[Tensor | None, Tensor | None]]]:
         """Full (uncached) pass: idx (B, T), vis (B, P, C) or None -> (logits (B, T, vocab), per-layer weights)."""
         B, T = idx.shape
@@ -372,7 +394,9 @@ class MiniVLM(nn.Module):
             n_prefix = vis.shape[1]
             x = torch.cat([vis, x], dim=1)  # (B, P + T, C)
         x = self.drop(x)
-        mask = attention_mask(n_prefix, T, self.cfg.fusion, device=idx.device)
+        if prefix_bias is not None and n_prefix == 0:
+            raise ValueError("prefix_bias needs visual tokens and prefix fusion")
+        mask = with_prefix_bias(attention_mask(n_prefix, T, self.cfg.fusion, device=idx.device), prefix_bias)
         weights = []
         for block in self.blocks:
             memory = block.cross.memory(vis) if block.cross is not None and vis is not None else None
@@ -382,9 +406,12 @@ class MiniVLM(nn.Module):
 
     # ------------------------------------------------------------------ incremental decoding
 
-    def new_cache(self, visual_tokens: Tensor | None = None) -> KVCache:
-        """An empty cache; with visual tokens (B, P, C) the prefix (or each layer's cross keys/values) goes in once."""
+    def new_cache(self, visual_tokens: Tensor | None = None, prefix_bias: Tensor | None = None) -> KVCache:
+        """An empty cache; with visual tokens (B, P, C) the prefix (or each layer's cross keys/values) goes in once,
+        its attention among itself biased by ``prefix_bias`` (B, nh, P, P) when given."""
         cache = KVCache(k=[None] * self.cfg.n_layer, v=[None] * self.cfg.n_layer)
+        if prefix_bias is not None and (visual_tokens is None or self.cfg.fusion != "prefix"):
+            raise ValueError("prefix_bias needs visual tokens and prefix fusion")
         if visual_tokens is None:
             return cache
         if self.cfg.fusion == "cross":
@@ -392,6 +419,7 @@ class MiniVLM(nn.Module):
             return cache
         P = visual_tokens.shape[1]
         x, mask = self.drop(visual_tokens), attention_mask(P, 0, "prefix", device=visual_tokens.device)  # (P, P)
+        mask = with_prefix_bias(mask, prefix_bias)
         for i, block in enumerate(self.blocks):
             x, (cache.k[i], cache.v[i]), _ = block(x, mask)
         cache.n_prefix = P

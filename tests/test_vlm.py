@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmhelpers.vlm import FUSIONS, PROJECTORS, MiniVLM, VLMConfig, attention_mask, grid_to_tokens
+from mmhelpers.vlm import FUSIONS, PROJECTORS, MiniVLM, VLMConfig, attention_mask, grid_to_tokens, with_prefix_bias
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -186,6 +186,26 @@ def test_forward_step_last_positions_only(fusion):
     full = m.forward_step(idx[:, :5], full_cache)
     close(m.forward_step(idx[:, :5], last_cache, last=2), full[:, -2:])
     close(m.forward_step(idx[:, 5:6], last_cache), m.forward_step(idx[:, 5:6], full_cache))  # the caches agree
+
+
+def test_prefix_bias_steers_the_prefix_and_the_cache_agrees():
+    """A bias on the visual tokens' attention among themselves: the cached prefix and a full pass agree with it, a
+    zero bias changes nothing, a -1e4 bias on a key is the same as the key's absence from the prefix's attention."""
+    m, (idx, vis) = _model("prefix", "linear"), _inputs()
+    vt = m.encode_visual(vis)
+    bias = 10 * torch.randn(B, 2, N, N)  # strong: the tiny model's prefix barely moves its logits
+    full = m(idx, visual_tokens=vt, prefix_bias=bias)[0]
+    cache = m.new_cache(vt, prefix_bias=bias)
+    close(m.forward_step(idx, cache), full)
+    close(m(idx, visual_tokens=vt, prefix_bias=torch.zeros(B, 2, N, N))[0], m(idx, visual_tokens=vt)[0])
+    assert not torch.allclose(full, m(idx, visual_tokens=vt)[0], atol=1e-4)
+    mask = with_prefix_bias(attention_mask(N, T), bias)
+    assert mask.shape == (B, 2, N + T, N + T) and torch.equal(mask[..., :N, :N], bias)
+    assert bool(torch.isinf(mask[..., :N, N:]).all())  # the prefix still sees no text
+    with pytest.raises(ValueError, match="prefix"):
+        m.new_cache(None, prefix_bias=bias)
+    with pytest.raises(ValueError, match="prefix"):
+        _model("cross", "linear").new_cache(vt, prefix_bias=bias)
 
 
 # --------------------------------------------------------------------------- transfer and parameter counts

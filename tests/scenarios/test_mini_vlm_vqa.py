@@ -148,8 +148,10 @@ def test_augmentation_is_seeded_and_batches_stay_a_function_of_the_step(data):
         VQAConfig(augment=1.5)
     from mmhelpers.scenarios.mini_vlm.vqa import _config_key
 
-    old = VQAConfig(frontend="slots", augment=0.0, geometry_std=1.0)  # the fields' values before they existed leave the key as it was
-    assert not {"augment", "frontend", "max_regions", "standardise", "geometry_std"} & set(_config_key(old))
+    # the fields' values before they existed leave the key as it was
+    old = VQAConfig(frontend="slots", augment=0.0, geometry_std=1.0)
+    added = {"augment", "frontend", "max_regions", "standardise", "geometry_std", "distance_bias"}
+    assert not added & set(_config_key(old))
     assert _config_key(VQAConfig())["augment"] == 0.5 and _config_key(VQAConfig())["frontend"] == "regions"
     cfg = VQAConfig.smoke(augment=0.5, batch_scenes=2)
     batches = vqa_batches(data, cfg)
@@ -205,6 +207,35 @@ def test_cnn_runs_once_per_scene_and_matches_a_plain_forward(data):
     vis = m.visual_tokens(data.images).repeat_interleave(36, dim=0)  # the slots copied per question
     plain, _ = m.vlm(data.questions.flatten(0, 1), visual_tokens=vis)  # no KV cache, prefix recomputed
     torch.testing.assert_close(logits.flatten(0, 1), plain[:, -1], atol=1e-5, rtol=1e-5)
+
+
+def test_distance_bias_reads_neighbours_by_distance(data):
+    """distance_bias: a head's bias on region j from region i is slope * distance + own (i = j); padding regions get
+    -1e4 as keys; the model's answers match a plain forward of the decoder given the same bias."""
+    from mmhelpers.scenarios.mini_vlm.vqa import DistanceBias
+
+    db = DistanceBias(4)
+    assert db.slope.tolist() == [-4.0, pytest.approx(-4 / 3), pytest.approx(4 / 3), 4.0] and not db.own.any()
+    centres = torch.tensor([[[0.0, 0.0], [0.3, 0.4], [-1.0, 0.0], [0.0, 0.0]]])
+    present = torch.tensor([[True, True, True, False]])
+    bias = db(centres, present)  # (1, 4, 4, 4)
+    torch.testing.assert_close(bias[0, 0, 0, :3], torch.tensor([0.0, -2.0, -4.0]))
+    torch.testing.assert_close(bias[0, 3, 1, :3], torch.tensor([2.0, 0.0, 4 * (1.3**2 + 0.4**2) ** 0.5]))
+    assert bool((bias[..., 3] == -1e4).all())
+    assert not VQAConfig.smoke(frontend="slots", distance_bias=True).distance_bias  # region tokens only
+    with pytest.raises(ValueError, match="distance_bias"):
+        VQAConfig.smoke(fusion="cross", distance_bias=True)
+    m = _model(frontend="regions", distance_bias=True)
+    m.slotter.init_scaling(data.images)
+    tokens, bias = m.prefix(data.images)
+    assert tokens.shape == (6, 10, m.cfg.n_embd) and bias.shape == (6, 4, 10, 10)
+    logits = m(data.images, data.questions).logits.flatten(0, 1)
+    plain, _ = m.vlm(data.questions.flatten(0, 1), visual_tokens=tokens.repeat_interleave(36, 0),
+                     prefix_bias=bias.repeat_interleave(36, 0))  # fmt: skip
+    torch.testing.assert_close(logits, plain[:, -1], atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        m.distance.slope.fill_(-50.0)  # a sharper bias changes the answers' logits: the decoder reads it
+    assert not torch.allclose(m(data.images, data.questions).logits.flatten(0, 1), logits, atol=1e-4)
 
 
 @pytest.mark.parametrize("mode", ["question_only", "image_only"])
