@@ -106,7 +106,7 @@ def mini_vlm(r: dict) -> str:
         "",
         "VQA by question type: "
         + ", ".join(f"{t.replace('_', ' ')} {at('by_type', t)}" for t in QTYPES)
-        + f" ({v['steps']:g} training steps, {v['train_seconds'] / 60:.1f} min)."
+        + f" ({v['steps']:g} training steps, {_train_minutes(r)})."
         + _per_seed(
             r, ("vqa", "non_relational"), ("vqa", "relational"), *(("vqa", "by_type", t) for t in RELATIONAL_TYPES)
         ),
@@ -141,6 +141,15 @@ def mini_vlm(r: dict) -> str:
         f"reproduce with `{r['command']}`."
     )
     return "\n".join(rows)
+
+
+def _train_minutes(r: dict) -> str:
+    """The VQA training's engine time: ``8.8 min``, or each seed's where the file gathered several."""
+    per = r.get("per_seed") or {}
+    if len(per) < 2:
+        return f"{r['vqa']['train_seconds'] / 60:.1f} min"
+    each = " / ".join(f"{rec['vqa']['train_seconds'] / 60:.1f}" for rec in per.values())
+    return f"{each} min per seed, a resumed run's summed over its sessions"
 
 
 def _per_seed(r: dict, *paths: tuple[str, ...]) -> str:
@@ -227,12 +236,17 @@ def _methods(r: dict, *path: str) -> str:
 
 
 def _runtimes(r: dict) -> str:
-    """The full run's wall time, per seed where the file gathered several, and their total."""
-    times = {s: v["runtime_s"] for s, v in (r.get("per_seed") or {}).items() if v.get("runtime_s")}
+    """The full run's wall time, per seed where the file gathered several (with a seed's ``runtime_note``), and their
+    total when no seed's time carries a note."""
+    per = r.get("per_seed") or {}
+    times = {s: v["runtime_s"] for s, v in per.items() if v.get("runtime_s")}
     if len(times) < 2:
         return runtime(r)
-    each = ", ".join(f"{t / 60:.1f} min (seed {s})" for s, t in times.items())
-    return f"Full run: {each}, {sum(times.values()) / 60:.1f} min in all, on 2 CPU cores"
+    notes = {s: f"; {per[s]['runtime_note']}" if per[s].get("runtime_note") else "" for s in times}
+    each = ", ".join(f"{t / 60:.1f} min (seed {s}{notes[s]})" for s, t in times.items())
+    # a time with a note is no full run's: no total then
+    total = "" if any(notes.values()) else f", {sum(times.values()) / 60:.1f} min in all"
+    return f"Full run: {each}{total}, on 2 CPU cores"
 
 
 def assistant(r: dict) -> str:

@@ -211,6 +211,19 @@ def test_readme_results_tables_come_from_the_results_files():
         )
 
 
+def test_run_times_per_seed_carry_their_notes():
+    """Per-seed run times in a README line; a seed's runtime_note shows beside its time and drops the total."""
+    from mmhelpers.results_tables import _runtimes
+
+    per = {"0": {"runtime_s": 600.0}, "1": {"runtime_s": 300.0}}
+    assert (
+        _runtimes({"per_seed": per}) == "Full run: 10.0 min (seed 0), 5.0 min (seed 1), 15.0 min in all, on 2 CPU cores"
+    )
+    per["1"]["runtime_note"] = "resumed"
+    assert _runtimes({"per_seed": per}) == "Full run: 10.0 min (seed 0), 5.0 min (seed 1; resumed), on 2 CPU cores"
+    assert _runtimes({"runtime_s": 60.0}) == "Full run: 1.0 min on 2 CPU cores"
+
+
 def _committed_results(name: str) -> dict:
     """results/<name>.json, or skip the test when no full run is committed yet."""
     path = ROOT / "results" / f"{name}.json"
