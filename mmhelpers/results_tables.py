@@ -134,7 +134,7 @@ def mini_vlm(r: dict) -> str:
     )
     rows.append("")
     rows.append(
-        f"Headline ({c['chosen_fusion']} fusion): BLEU-4 {c['bleu4']:.3f} and CIDEr-D {c['cider']:.3f} against the "
+        f"Headline ({_methods(r, 'caption', 'chosen_fusion')} fusion, chosen per seed): BLEU-4 {c['bleu4']:.3f} and CIDEr-D {c['cider']:.3f} against the "
         f"nearest neighbour's {c['nn_bleu4']:.3f} and {c['nn_cider']:.3f}; pre-training lowers test perplexity from "
         f"{c['ppl_without_pretraining']:.1f} to {c['ppl_with_pretraining']:.1f}. KV-cached generation gives identical "
         f"tokens: {k['identical']}, {k['speedup']:.1f}x faster. {_runtimes(r)}; "
