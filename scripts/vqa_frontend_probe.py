@@ -33,8 +33,10 @@ overrides = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.set)}
 torch.set_num_threads(args.threads)
 cfg = VQAConfig(seed=args.seed, frontend=args.frontend, curriculum_steps=args.curriculum, augment=args.augment,
                 steps=args.steps, **overrides)  # fmt: skip
-name = f"{args.frontend}_s{args.seed}_c{args.curriculum}_a{args.augment:g}" + "".join(
-    f"_{k}{v}" for k, v in overrides.items()
+name = (
+    f"{args.frontend}_s{args.seed}_c{args.curriculum}_a{args.augment:g}"
+    + (f"_steps{args.steps}" if args.steps != 12_000 else "")
+    + "".join(f"_{k}{v}" for k, v in overrides.items())
 )
 out = build_dir() / "vqa_probe"
 res = train_vqa(cfg, progress=True, checkpoint_dir=out / name, resume="latest")
