@@ -183,21 +183,29 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
             m.training = training
 
 
-def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int, min_factor: float = 0.0) -> LambdaLR:
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer, warmup: int, total: int, min_factor: float = 0.0, decay: int | None = None
+) -> LambdaLR:
     """Linear warm-up over ``warmup`` steps, the first at ``1 / warmup`` of the peak, then cosine decay to
-    ``min_factor`` of the peak at step ``total``.
+    ``min_factor`` of the peak at step ``total``; with ``decay``, the peak holds until ``total - decay`` and the
+    cosine spans the last ``decay`` steps only (warm-up, stable, decay: "WSD", as in MiniCPM).
 
     ``transformers.get_cosine_schedule_with_warmup`` spends its first step at learning rate 0; this schedule's
     first step already learns, which is what the committed results were trained with (its smoke runs are
     sensitive to that one step), so it stays, on torch's ``LambdaLR``.
     """
-    return LambdaLR(optimizer, functools.partial(_warmup_cosine, warmup=warmup, total=total, min_factor=min_factor))
+    if decay is not None and not 0 < decay <= total - warmup:
+        raise ValueError(f"decay must be in [1, total - warmup] = [1, {total - warmup}], got {decay}")
+    start = warmup if decay is None else total - decay
+    return LambdaLR(
+        optimizer, functools.partial(_warmup_cosine, warmup=warmup, start=start, total=total, min_factor=min_factor)
+    )
 
 
-def _warmup_cosine(step: int, warmup: int, total: int, min_factor: float) -> float:
+def _warmup_cosine(step: int, warmup: int, start: int, total: int, min_factor: float) -> float:
     if step < warmup:
         return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    progress = min(1.0, max(0, step - start) / max(1, total - start))
     return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 

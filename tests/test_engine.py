@@ -23,6 +23,7 @@ from mmhelpers.engine import (
     fit,
     load_checkpoint,
     shard,
+    warmup_cosine,
 )
 from mmhelpers.precision import resolve_precision
 
@@ -231,3 +232,17 @@ def test_epoch_batch_walks_seeded_permutations_so_any_step_can_be_rebuilt():
     assert len(set(first_epoch.tolist())) == 9 and first_epoch.max() < 10  # one epoch: 3 full batches, no repeat
     assert np.array_equal(epoch_batch(10, 3, 4, seed=1), epoch_batch(10, 3, 4, seed=1))
     assert not np.array_equal(epoch_batch(10, 3, 0, seed=1), epoch_batch(10, 3, 3, seed=1))  # a new epoch, reshuffled
+
+
+def test_warmup_cosine_warms_up_then_decays_and_can_hold_the_peak_first() -> None:
+    """The plain schedule decays from the end of warm-up; with ``decay`` it holds the peak until ``total - decay``."""
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    plain = warmup_cosine(opt, warmup=10, total=110).lr_lambdas[0]
+    assert [plain(s) for s in (0, 9)] == [0.1, 1.0]
+    assert plain(60) == pytest.approx(0.5) and plain(110) == pytest.approx(0.0)
+    wsd = warmup_cosine(opt, warmup=10, total=110, decay=20, min_factor=0.1).lr_lambdas[0]
+    assert [wsd(s) for s in (0, 9, 50, 90)] == [0.1, 1.0, 1.0, 1.0]
+    assert wsd(100) == pytest.approx(0.55) and wsd(110) == pytest.approx(0.1)
+    for bad in (0, 101):
+        with pytest.raises(ValueError, match="decay"):
+            warmup_cosine(opt, warmup=10, total=110, decay=bad)

@@ -23,6 +23,7 @@ from mmhelpers.scenarios.mini_vlm.vqa import (
     pixel_coordinates,
     robustness_table,
     train_vqa,
+    vqa_scheduler,
     vqa_set,
 )
 
@@ -63,6 +64,22 @@ def test_config_is_validated():
     cfg = VQAConfig()
     assert cfg.grid == 8 and cfg.vlm_config().n_visual == 10 and cfg.vlm_config().d_visual == cfg.slot_dim
     assert cfg.frontend == "regions" and cfg.augment > 0  # the recipe: no palette in the front end, augmented
+
+
+def test_the_schedule_holds_the_peak_until_its_decay_fraction():
+    """decay_fraction 1.0 is the plain warm-up + cosine; a smaller one holds the peak, then decays to 0 at the end."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    plain = vqa_scheduler(opt, VQAConfig(steps=1000, warmup_steps=100, decay_fraction=1.0)).lr_lambdas[0]
+    assert plain(99) == 1.0 and plain(550) == pytest.approx(0.5) and plain(1000) == pytest.approx(0.0)
+    wsd = vqa_scheduler(opt, VQAConfig(steps=1000, warmup_steps=100, decay_fraction=0.25)).lr_lambdas[0]
+    assert [wsd(s) for s in (99, 500, 750)] == [1.0, 1.0, 1.0]
+    assert wsd(875) == pytest.approx(0.5) and wsd(1000) == pytest.approx(0.0)
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="decay_fraction"):
+            VQAConfig(decay_fraction=bad)
+    assert VQAConfig().decay_fraction == 0.25  # the recipe
+    short = baseline_config(VQAConfig(decay_fraction=0.25), "question_only", steps=20)
+    assert vqa_scheduler(opt, short).lr_lambdas[0](20) == pytest.approx(0.0)  # a baseline's short run decays too
 
 
 def test_shapes(data):
