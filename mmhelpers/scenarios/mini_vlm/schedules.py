@@ -41,8 +41,9 @@ def short_vqa_config(**overrides: object) -> VQAConfig:
     1,000, warm-up 100, validation every 250) and 500 test scenes instead of 1,000. With the earlier colour-slot
     front end, seed 0's shape questions left their plateau after about 1,500 steps, all non-relational questions
     ended at 100% and the relational ones only started to rise above their answer priors. With the region front
-    end (seed 0, 2 threads, 2026-12-03): 99.9% non-relational, 40.6% relational (majority answer 33%), 2.2 min of
-    VQA training, 5.1 min for the five notebooks. The full run (``DATA="real"`` or
+    end and the earlier 2-layer decoder with a plain cosine schedule (seed 0, 2 threads, 2026-12-03): 99.9%
+    non-relational, 40.6% relational (majority answer 33%), 2.2 min of VQA training, 5.1 min for the five
+    notebooks; not re-measured with the 3-layer recipe (a step costs about 1.5x). The full run (``DATA="real"`` or
     ``SCHEDULE="full"``) is what ``results/mini_vlm.json`` holds.
     """
     base = dict(steps=3000, warmup_steps=100, curriculum_steps=500, eval_every=250, checkpoint_every=500,
