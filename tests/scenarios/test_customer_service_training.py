@@ -12,7 +12,13 @@ from mmhelpers.encoders import build_text_encoder
 from mmhelpers.lm import tiny_llama
 from mmhelpers.scenarios.customer_service.data import Call, CallSet
 from mmhelpers.scenarios.customer_service.evaluation import latency_summary, time_call
-from mmhelpers.scenarios.customer_service.recipe import CallFeatures, call_features, featurise
+from mmhelpers.scenarios.customer_service.recipe import (
+    CallFeatures,
+    ConfidenceLate,
+    call_features,
+    featurise,
+    recogniser_cues,
+)
 from mmhelpers.scenarios.customer_service.requests import INTENTS
 from mmhelpers.scenarios.customer_service.training import (
     augmented_calls,
@@ -21,7 +27,7 @@ from mmhelpers.scenarios.customer_service.training import (
     zero_shot_intents,
 )
 from mmhelpers.text import load_tokenizer
-from mmhelpers.train import TrainConfig
+from mmhelpers.train import TensorDictDataset, TrainConfig, Trainer
 
 
 def _calls(n: int = 12, sr: int = 8000) -> CallSet:
@@ -109,6 +115,9 @@ def test_featurise_uses_the_training_statistics_and_time_call_times_each_step():
     assert torch.allclose(new.acoustic, feats.acoustic[:3], atol=1e-5)  # the same calls, the same features
     assert torch.allclose(new.asr_text, feats.asr_text[:3], atol=1e-5) and new.true_text is None
     assert new.confidence[0, 0] == pytest.approx(0.6)  # the geometric mean of 0.9 and 0.4
+    assert new.cues is not None and torch.allclose(new.cues, feats.cues[:3], atol=1e-5)  # the training statistics
+    raw = recogniser_cues([heard[0], Transcript("", skipped="silent")])
+    assert raw[0].tolist() == pytest.approx([0.6, 0.0, 0.0, np.log(3.0)]) and raw[1].tolist() == [0.0] * 4
     with pytest.raises(ValueError, match="statistics"):
         featurise(heard[:1], CallFeatures(feats.asr_text, feats.acoustic, feats.confidence, None, heard))
     ms, transcript, logits = time_call(calls.waves[0], calls.sr, _Fixed(), lambda f: f.acoustic @ torch.ones(2, 3),
@@ -202,3 +211,39 @@ def test_a_finished_head_is_loaded_from_the_cache_not_trained_again(monkeypatch)
     assert len(runs()) == n_runs + 2
     train_method("true transcript", feats, labels, train, replace(cfg, cache=False, lr=2e-3), n_classes=3)
     assert len(runs()) == n_runs + 2
+
+
+def test_the_late_fusion_gate_learns_when_to_trust_the_transcript():
+    """Two heads' logits: the transcript's right when its cue says the recogniser was sure and random when not,
+    the sound's right about half the time. Trained through the engine, the gate leans on the transcript on sure
+    calls and on the sound on doubtful ones, and the fusion beats both heads; an untrained gate does not."""
+    gen = torch.Generator().manual_seed(0)
+    n, k = 600, 5
+    labels = torch.randint(0, k, (n,), generator=gen)
+    sure = torch.rand(n, generator=gen) < 0.5
+    onehot = torch.nn.functional.one_hot(labels, k).float()
+    text = torch.where(
+        sure[:, None], 4 * onehot, 4 * torch.nn.functional.one_hot(torch.randint(0, k, (n,), generator=gen), k).float()
+    )
+    audio_right = torch.rand(n, generator=gen) < 0.5
+    audio = torch.where(
+        audio_right[:, None],
+        2 * onehot,
+        2 * torch.nn.functional.one_hot(torch.randint(0, k, (n,), generator=gen), k).float(),
+    )
+    cues = torch.stack([sure.float() * 2 - 1, torch.randn(n, generator=gen), torch.zeros(n), torch.zeros(n)], 1)
+    batch = {"asr_text": text, "acoustic": audio, "cues": cues}
+    torch.manual_seed(0)
+    gate = ConfidenceLate(("asr_text", "acoustic"))
+    untrained = (gate(batch).argmax(1) == labels).float().mean()
+    Trainer(gate, TrainConfig(epochs=30, lr=1e-2, batch_size=64, seed=0, progress=False)).fit(
+        TensorDictDataset({**batch, "label": labels})
+    )
+    gate.eval()
+    with torch.no_grad():
+        w = gate.weights(batch)
+        fused = (gate(batch).argmax(1) == labels).float().mean()
+    share = w[:, 0] / w.sum(1)  # the transcript's share of the weight
+    assert share[sure].mean() > share[~sure].mean() + 0.2
+    heads = max((text.argmax(1) == labels).float().mean(), (audio.argmax(1) == labels).float().mean())
+    assert fused > heads + 0.05 and fused > untrained + 0.05
