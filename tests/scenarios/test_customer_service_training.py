@@ -187,6 +187,7 @@ def test_a_finished_head_is_loaded_from_the_cache_not_trained_again(monkeypatch)
     labels = torch.tensor([0, 1, 2] * 8)
     x = 3 * torch.eye(3, 8)[labels] + 0.3 * torch.randn(24, 8, generator=gen)
     feats = CallFeatures(x, torch.randn(24, 4, generator=gen), torch.ones(24, 1), x, [])
+    feats.cues = torch.randn(24, 4, generator=gen)  # the recogniser's cues, for the late fusion's gate
     cfg, train = ServiceConfig(seed=0, epochs=4, batch_size=8), np.arange(24)
     runs = lambda: sorted(p.name for p in (cache_root() / "intent_heads").glob("*"))  # noqa: E731
     first = train_method("true transcript", feats, labels, train, cfg, n_classes=3)

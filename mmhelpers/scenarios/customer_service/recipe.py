@@ -137,7 +137,8 @@ class CallFeatures:
         for n in names:
             x = getattr(self, n)
             if x is None:
-                raise ValueError(f"these calls have no {n.replace('_', ' ')} (your folder has no transcript column)")
+                why = "your folder has no transcript column" if n == "true_text" else "make them with call_features"
+                raise ValueError(f"these calls have no {n.replace('_', ' ')} ({why})")
             out[n] = x
         return out
 
