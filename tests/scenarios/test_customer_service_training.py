@@ -214,8 +214,8 @@ def test_a_finished_head_is_loaded_from_the_cache_not_trained_again(monkeypatch)
     assert len(runs()) == n_runs + 2
 
 
-def test_the_late_fusion_gate_learns_when_to_trust_the_transcript():
-    """Two heads' logits: the transcript's right when its cue says the recogniser was sure and random when not,
+def test_the_late_fusion_cue_gate_learns_when_to_trust_the_transcript():
+    """``late_gate="cues"``. Two heads' logits: the transcript's right when its cue says the recogniser was sure and random when not,
     the sound's right about half the time. Trained through the engine, the gate leans on the transcript on sure
     calls and on the sound on doubtful ones, and the fusion beats both heads; an untrained gate does not."""
     gen = torch.Generator().manual_seed(0)
@@ -235,7 +235,7 @@ def test_the_late_fusion_gate_learns_when_to_trust_the_transcript():
     cues = torch.stack([sure.float() * 2 - 1, torch.randn(n, generator=gen), torch.zeros(n), torch.zeros(n)], 1)
     batch = {"asr_text": text, "acoustic": audio, "cues": cues}
     torch.manual_seed(0)
-    gate = ConfidenceLate(("asr_text", "acoustic"))
+    gate = ConfidenceLate(("asr_text", "acoustic"), "cues")
     untrained = (gate(batch).argmax(1) == labels).float().mean()
     Trainer(gate, TrainConfig(epochs=30, lr=1e-2, batch_size=64, seed=0, progress=False)).fit(
         TensorDictDataset({**batch, "label": labels})
@@ -248,3 +248,15 @@ def test_the_late_fusion_gate_learns_when_to_trust_the_transcript():
     assert share[sure].mean() > share[~sure].mean() + 0.2
     heads = max((text.argmax(1) == labels).float().mean(), (audio.argmax(1) == labels).float().mean())
     assert fused > heads + 0.05 and fused > untrained + 0.05
+
+
+def test_the_late_fusion_gate_is_chosen_by_name():
+    """The default gate is the committed recipe's linear map of the confidence; an unknown gate is an error."""
+    from mmhelpers.scenarios.customer_service.recipe import ServiceConfig
+
+    assert ServiceConfig().late_gate == "confidence"
+    assert isinstance(ConfidenceLate(("asr_text", "acoustic")).gate, torch.nn.Linear)
+    with pytest.raises(ValueError, match="late_gate"):
+        ServiceConfig(late_gate="mlp")
+    with pytest.raises(ValueError, match="gate"):
+        ConfidenceLate(("asr_text", "acoustic"), "mlp")
