@@ -251,10 +251,10 @@ def test_the_late_fusion_cue_gate_learns_when_to_trust_the_transcript():
 
 
 def test_the_late_fusion_gate_is_chosen_by_name():
-    """The default gate is the committed recipe's linear map of the confidence; an unknown gate is an error."""
+    """The default gate is the committed recipe's MLP of the recogniser's cues; an unknown gate is an error."""
     from mmhelpers.scenarios.customer_service.recipe import ServiceConfig
 
-    assert ServiceConfig().late_gate == "confidence"
+    assert ServiceConfig().late_gate == "cues"
     assert isinstance(ConfidenceLate(("asr_text", "acoustic")).gate, torch.nn.Linear)
     with pytest.raises(ValueError, match="late_gate"):
         ServiceConfig(late_gate="mlp")

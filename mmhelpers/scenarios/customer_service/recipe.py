@@ -10,8 +10,9 @@ Models (``METHODS``): the **true transcript** (the upper bound: a perfect recogn
 transcript**, **audio** alone (Whisper's encoder states pooled over the call: how it sounded, with no decoding),
 and fusions of the recognised transcript with the audio: **early** (concatenated, with the recogniser's
 confidence), **late** (the two unimodal heads' log-probabilities, learned weights fit on out-of-fold logits),
-**late + confidence** (the same with weights that follow the recogniser's confidence call by call; with
-``ServiceConfig(late_gate="cues")``, four of its cues through a small MLP), **gated**
+**late + confidence** (the same with weights that follow the recogniser's cues call by call: its confidence,
+mean log-probability, no-speech probability and word count through a small MLP; ``late_gate="confidence"``, a
+linear map of the confidence alone), **gated**
 (a Gated Multimodal Unit whose gates also see the confidence) and **cross-attention** (the transcript's MiniLM word
 tokens attend to Whisper's encoder frames, 200 ms each, and the frames to the words; padding masked). With an
 acoustic encoder trained here (``acoustic.acoustic_encoder``: a log-mel CNN from scratch) there is also **audio
@@ -81,10 +82,9 @@ class ServiceConfig:
     d_model: int = 128
     dropout: float = 0.1
     folds: int = 5  # out-of-fold logits for the late fusion's weights
-    # "late + confidence"'s gate: "confidence" (a linear map of the recogniser's confidence: the committed
-    # results) or "cues" (a small MLP of four recogniser cues, ``recogniser_cues``: above the audio model at 0 dB
-    # in exploratory runs of three seeds, where the linear gate is below it; README)
-    late_gate: str = "confidence"
+    # "late + confidence"'s gate: "cues" (a small MLP of four recogniser cues, ``recogniser_cues``: the committed
+    # results) or "confidence" (a linear map of the confidence alone: below the audio model at 0 dB; README)
+    late_gate: str = "cues"
     cache: bool = True  # keep finished heads under the cache folder: the next notebook loads them, not trains again
 
     def __post_init__(self) -> None:
