@@ -291,6 +291,49 @@ def assistant(r: dict) -> str:
     return "\n".join(rows)
 
 
+def eval_count(split: str) -> int:
+    """The training count of a config field stored as text, e.g. "(3000, 50, 50)" -> 3000."""
+    return int(split.strip("()[] ").split(",")[0])
+
+
+def assistant_gpu(r: dict) -> str:
+    """The larger configuration on one GPU (scripts/assistant_gpu.py): one run, beside the question prior."""
+    cfg, q, c, cl = r["config"], r["questions"], r["caption"], r["caption_loss"]
+    acc, p = q["accuracy"], q["prior"]
+    s1, s2 = int(cfg["stage1_steps"]), int(cfg["stage2_steps"])
+    rows = [
+        f"One run on one {r['device']} (training seed {r.get('seed', 0)}, {cfg['precision']}, "
+        f"{int(cfg['side']) ** 2} visual tokens, LoRA on {cfg['lora_targets'].count('_proj')} projections): stage 1 "
+        f"{s1} steps of {cfg['stage1_batch_size']} ({r['stage_seconds']['1']:.0f} s), stage 2 {s2} steps of "
+        f"{cfg['stage2_batch_size']} ({r['stage_seconds']['2']:.0f} s) on the mixture (the 4,000 training captions, "
+        f"{eval_count(cfg['scenes']) * int(cfg['questions_per_scene']):,} scene questions, "
+        f"{eval_count(cfg['digits']):,} digits), {r['total_seconds'] / 60:.1f} min in all; scored on the CPU runs' "
+        f"100 held-out photos and on {q['n']} held-out questions (other scenes and digits than the CPU runs', drawn "
+        "the same way: the larger training sets come first in the same generated sequences).",
+        "",
+        "| GPU run (held-out; questions: exact match, %) | assistant | baseline |",
+        "|---|---|---|",
+        f"| captions BLEU-4 / CIDEr-D | {c['bleu4']:.3f} / {c['cider']:.3f} | nearest neighbour "
+        f"{c['nn_bleu4']:.3f} / {c['nn_cider']:.3f} |",
+        *(
+            f"| {name} | {pct(acc[k])} | prior {pct(p[k])} |"
+            for name, k in (
+                ("Sort-of-CLEVR non-relational", "non_relational"),
+                ("Sort-of-CLEVR relational", "relational"),
+                ("digits", "task:digits"),
+            )
+        ),
+        "",
+        "By question type: "
+        + ", ".join(f"{t.replace('_', ' ')} {pct(acc[t])} (prior {pct(p[t])})" for t in QTYPES if t in acc)
+        + ".",
+        "",
+        f"Held-out caption loss per reply token: untrained {cl['untrained']:.2f}, after stage 1 {cl['stage1']:.2f}, "
+        f"after stage 2 {cl['stage2']:.2f}. {r['note']} Reproduce with `{r['command']}`.",
+    ]
+    return "\n".join(rows)
+
+
 MODERATION_ROWS = ("text only", "image only", "late", "concat", "gated", "low-rank bilinear", "cross-attention",
                    "zero-shot", "similarity", "aligned")  # fmt: skip
 
@@ -401,6 +444,7 @@ def customer_service(r: dict) -> str:
 
 
 RENDERERS = {"av_digits": av_digits, "image_text": image_text, "mini_vlm": mini_vlm, "assistant": assistant,
+             "assistant_gpu": assistant_gpu,
              "content_moderation": content_moderation, "customer_service": customer_service}  # fmt: skip
 
 

@@ -269,9 +269,29 @@ def test_the_gpu_configuration_is_larger_and_keyed_apart():
     from mmhelpers.scenarios.assistant.recipe import AssistantConfig, _run_key
 
     cpu, gpu = AssistantConfig(), AssistantConfig().gpu()
-    assert gpu.side == 7 and gpu.stage1_steps * gpu.stage1_batch_size > 8 * cpu.stage1_steps * cpu.stage1_batch_size
+    assert gpu.side == 7 and gpu.stage2_steps * gpu.stage2_batch_size > 8 * cpu.stage2_steps * cpu.stage2_batch_size
+    # stage 1 a few passes over the captions, not 8x: 1,000 steps of 64 over-fit the projector on an H200
+    assert 4 * cpu.stage1_steps * cpu.stage1_batch_size < gpu.stage1_steps * gpu.stage1_batch_size < 40_000
     assert _run_key(cpu, 1) != _run_key(gpu, 1)
     assert _run_key(cpu, 0) != _run_key(replace(cpu, stage1_batch_size=8), 0)  # stage 0 batches as stage 1
+
+
+def test_the_gpu_script_records_the_command_of_what_it_ran():
+    """scripts/assistant_gpu.py writes the command that trains the same steps again (after a --minutes cut too)."""
+    import importlib.util
+
+    from mmhelpers.paths import REPO_ROOT
+    from mmhelpers.scenarios.assistant.recipe import AssistantConfig
+
+    spec = importlib.util.spec_from_file_location("assistant_gpu", REPO_ROOT / "scripts" / "assistant_gpu.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    gpu = AssistantConfig().gpu()
+    assert script.command(gpu, 0) == script.COMMAND
+    cut = replace(gpu, stage2_steps=500)
+    assert script.command(cut, 2) == script.COMMAND + f" --stage1-steps {gpu.stage1_steps} --steps 500 --seed 2"
+    args = script.command(cut, 2).split("assistant_gpu.py ")[1].split()
+    assert args[args.index("--steps") + 1] == "500"
 
 
 def test_training_seeds_share_the_data_seed(monkeypatch):
