@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda")
     p.add_argument("--lm", default=None, help="another causal LM (a folder or hub name), or 'tiny' for a dry run")
-    p.add_argument("--steps", type=int, default=None, help="steps of each stage (default: the config's 2,000)")
+    p.add_argument("--steps", type=int, default=None, help="steps of both stages (default: the config's 300 and 2,000)")
     p.add_argument("--scale", type=float, default=1.0, help="shrink the scene and digit counts (a dry run)")
     p.add_argument("--stage1-steps", type=int, default=None, help="stage 1 alone (default: --steps or the config's)")
     p.add_argument(
@@ -58,8 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.lm:
         cfg = replace(cfg, lm=args.lm)
     if args.steps:
-        cfg = replace(cfg, stage1_steps=args.steps, stage2_steps=args.steps, warmup_steps=min(cfg.warmup_steps,
-                      args.steps // 2))  # fmt: skip
+        cfg = replace(cfg, stage1_steps=args.steps, stage2_steps=args.steps)  # warm-up: at most half (train_stage)
     if args.stage1_steps:
         cfg = replace(cfg, stage1_steps=args.stage1_steps)
     if args.scale != 1.0:
