@@ -6,10 +6,16 @@ import contextlib
 import json
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+try:
+    import fcntl
+except ModuleNotFoundError:  # Windows: no advisory locks; concurrent writers are then not serialised
+    fcntl = None  # type: ignore[assignment]
 
 
 @contextlib.contextmanager
@@ -109,3 +115,28 @@ def _jsonable(x: Any) -> Any:
     if isinstance(x, Path):
         return str(x)
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+@contextlib.contextmanager
+def locked(path: str | Path, waiting: str | None = None) -> Iterator[None]:
+    """Hold an exclusive ``fcntl.flock`` on the lock file ``path`` (created if missing, never deleted) for the block:
+    what a read-modify-write of a file shared by concurrent processes needs (the lock cannot be on the file itself,
+    which an atomic write replaces).
+
+    ``waiting`` is printed (stderr) when another process holds the lock and this one has to wait.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab") as f:
+        if fcntl is not None:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if waiting:
+                    print(waiting, file=sys.stderr)
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)

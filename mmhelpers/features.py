@@ -20,14 +20,12 @@ process wanting the same key waits on a lock file (``fcntl.flock``) and then rea
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import sys
 import warnings
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +34,9 @@ import torch
 from torch import nn
 
 from mmhelpers.atomic import atomic_open, clean_stale_temps
+from mmhelpers.atomic import locked as _locked
 from mmhelpers.errors import DataError
 from mmhelpers.paths import cache_root
-
-try:
-    import fcntl
-except ModuleNotFoundError:  # Windows: no advisory locks; concurrent runs of one key are then not serialised
-    fcntl = None  # type: ignore[assignment]
 
 FORMAT_VERSION = 2
 INDEX_NAME = "file-hashes.json"
@@ -292,28 +286,6 @@ def cache_dir_for(key: Mapping[str, Any], root: Path | None = None) -> Path:
     digest = hashlib.sha256(blob.encode()).hexdigest()[:16]
     model = str(key.get("model", "features")).partition("@")[0].replace("/", "_")
     return (root or cache_root()) / "features" / f"{model}-{digest}"
-
-
-@contextlib.contextmanager
-def _locked(path: Path, waiting: str | None = None) -> Iterator[None]:
-    """Hold an exclusive ``fcntl.flock`` on ``path`` (created if missing, never deleted) for the block.
-
-    ``waiting`` is printed (stderr) when another process holds the lock and this one has to wait.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "ab") as f:
-        if fcntl is not None:
-            try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if waiting:
-                    print(waiting, file=sys.stderr)
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            if fcntl is not None:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def extract_features(

@@ -205,7 +205,8 @@ def _seeds_and_splits(r: dict, what_else: str) -> str:
     seeds = r.get("seeds")
     if not seeds:
         return "Numbers from one run (one seed)."
-    threads = f" on {int(r['threads'])} threads" if r.get("threads") else ""
+    n = int(r.get("threads") or 0)
+    threads = f" on {n} thread{'s' if n != 1 else ''}" if n else ""
     if len(seeds) == 1:
         return f"Numbers from one seed ({seeds[0]}) so far, a full run of the command below{threads}; {what_else}."
     return (
@@ -240,6 +241,12 @@ def _runtimes(r: dict) -> str:
     total when no seed's time carries a note."""
     per = r.get("per_seed") or {}
     times = {s: v["runtime_s"] for s, v in per.items() if v.get("runtime_s")}
+    together = r.get("all_seeds")  # run_notebooks --seeds: the seeds ran as one command
+    if together and sorted(str(s) for s in together["seeds"]) == sorted(per):
+        each = " / ".join(f"{times[s] / 60:.1f}" for s in sorted(times, key=int))
+        return (f"Full run: {together['wall_s'] / 60:.1f} min for all {len(together['seeds'])} seeds, "
+                f"{together['jobs']} at a time with {together['threads_per_job']} thread(s) each "
+                f"({each} min per seed, side by side), on 2 CPU cores")  # fmt: skip
     if len(times) < 2:
         return runtime(r)
     notes = {s: f"; {per[s]['runtime_note']}" if per[s].get("runtime_note") else "" for s in times}

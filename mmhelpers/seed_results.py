@@ -6,7 +6,8 @@
     merged["spread"]["caption"]["bleu4"]  # their standard deviation (ddof=1; 0.0 with one seed)
     merged["per_seed"]["1"]              # this seed's record, as given
 
-Run the scenario once per seed (``make notebooks ARGS="... -p SEED 1"``) and the file gathers them. A record
+Run the scenario once per seed (``make notebooks ARGS="... -p SEED 1"``, or ``--seeds 0 1 2`` to run them side by
+side) and the file gathers them; seeds that finish at once take turns (a lock file in the cache, :func:`results_lock`). A record
 whose settings differ from the file's (``config`` without its seed) starts the file afresh: numbers from
 another configuration are never averaged in. Numbers are averaged leaf by leaf where every seed has them
 (booleans and strings are not numbers: the lowest seed's value stands); the write is atomic.
@@ -14,14 +15,16 @@ another configuration are never averaged in. Numbers are averaged leaf by leaf w
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
 from typing import Any
 
-from mmhelpers.atomic import write_json
+from mmhelpers.atomic import locked, write_json
+from mmhelpers.paths import cache_root
 
-__all__ = ["merge_seed", "mean_and_spread"]
+__all__ = ["merge_seed", "mean_and_spread", "results_lock"]
 
 SEED_FIELDS = ("seed",)  # config fields that may differ between the seeds of one file
 _META = ("per_seed", "spread", "seeds")
@@ -67,6 +70,12 @@ def mean_and_spread(per_seed: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def results_lock(path: str | Path) -> Path:
+    """The lock file that serialises updates of the results file at ``path`` (in the cache, not beside the file)."""
+    key = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:16]
+    return cache_root() / "locks" / f"{Path(path).name}-{key}.lock"
+
+
 def merge_seed(path: str | Path, record: dict[str, Any], seed: int) -> dict[str, Any]:
     """Add (or replace) ``seed``'s ``record`` in the results file at ``path`` and rewrite its mean and spread.
 
@@ -77,14 +86,15 @@ def merge_seed(path: str | Path, record: dict[str, Any], seed: int) -> dict[str,
     if any(k in record for k in _META):
         raise ValueError(f"a seed's record cannot hold {_META}: those keys belong to the merged file")
     record = json.loads(json.dumps(record))  # as the file will hold it (tuples as lists), so configs compare equal
-    per_seed: dict[str, dict[str, Any]] = {}
-    if path.exists():
-        try:
-            old = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON ({e}); move it away to start the file afresh") from e
-        per_seed = {s: r for s, r in old.get("per_seed", {}).items() if _same_settings(r, record)}
-    per_seed[str(int(seed))] = record
-    merged = mean_and_spread(per_seed)
-    write_json(path, merged)
+    with locked(results_lock(path)):
+        per_seed: dict[str, dict[str, Any]] = {}
+        if path.exists():
+            try:
+                old = json.loads(path.read_text())
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path} is not valid JSON ({e}); move it away to start the file afresh") from e
+            per_seed = {s: r for s, r in old.get("per_seed", {}).items() if _same_settings(r, record)}
+        per_seed[str(int(seed))] = record
+        merged = mean_and_spread(per_seed)
+        write_json(path, merged)
     return merged

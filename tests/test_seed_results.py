@@ -1,6 +1,7 @@
 """A results file gathered over seeds: means, spreads, stale settings dropped, and the runtime stamp."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -30,7 +31,7 @@ def test_three_seeds_give_mean_spread_and_the_records(tmp_path):
     assert out["format_ok"] is True and "format_ok" not in out["spread"]  # a boolean is not averaged
     assert out["chat"]["reply"] == "first"  # text: the lowest seed's
     assert out["per_seed"]["2"]["caption"]["bleu4"] == 0.30
-    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # atomic: no temporary files left
+    assert [p.name for p in tmp_path.iterdir() if p.name != "cache"] == ["results.json"]  # atomic: no temporaries
 
 
 def test_rerunning_a_seed_replaces_it(tmp_path):
@@ -84,3 +85,88 @@ def test_runtime_is_stamped_on_the_seed_that_ran(tmp_path):
     assert out["per_seed"]["0"]["runtime_s"] == 200.0 and out["per_seed"]["1"]["runtime_s"] == 400.0
     assert out["runtime_s"] == pytest.approx(300.0)  # the mean run
     assert out["caption"]["bleu4"] == pytest.approx(0.15)  # the numbers stay as merged
+
+
+def _merge_in_process(path, seed, barrier):
+    barrier.wait()  # every process reads and writes the file at the same moment
+    merge_seed(path, record(seed, 0.1 * (seed + 1)), seed=seed)
+
+
+def test_seeds_that_finish_at_once_all_land_in_the_file(tmp_path, monkeypatch):
+    import multiprocessing as mp
+
+    monkeypatch.setenv("MMHELPERS_CACHE", str(tmp_path / "cache"))  # the lock file's home, as the children see it
+    path = tmp_path / "scenario.json"
+    ctx = mp.get_context("fork")
+    barrier = ctx.Barrier(4)
+    procs = [ctx.Process(target=_merge_in_process, args=(path, s, barrier)) for s in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    out = json.loads(path.read_text())
+    assert out["seeds"] == [0, 1, 2, 3]  # without the lock, a read-modify-write loses seeds
+    assert out["caption"]["bleu4"] == pytest.approx(0.25)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".lock") or p.name.startswith(".")]
+
+
+def test_run_seeds_runs_each_seed_in_its_own_build_folder_and_stamps_the_wall_time(tmp_path, monkeypatch):
+    import subprocess
+
+    from mmhelpers import run_notebooks
+
+    monkeypatch.setenv("MMHELPERS_BUILD", str(tmp_path / "build"))
+    monkeypatch.setenv("MMHELPERS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(run_notebooks.os, "cpu_count", lambda: 4)
+    results = tmp_path / "results" / "scenario.json"
+    calls = []
+
+    def fake_child(cmd, env, stdout, stderr, cwd):  # what one seed's `python -m mmhelpers.run_notebooks` leaves
+        seed = int(cmd[cmd.index("SEED") + 1])
+        params = {cmd[i + 1]: cmd[i + 2] for i, a in enumerate(cmd) if a == "-p"}
+        calls.append((seed, params, env["MMHELPERS_THREADS"], "--no-site" in cmd))
+        build = Path(env["MMHELPERS_BUILD"])
+        (build / "executed-real" / "09_x").mkdir(parents=True)
+        (build / "executed-real" / "09_x" / "05_b.ipynb").write_text(f"seed {seed}")
+        if seed == 3:
+            return subprocess.CompletedProcess(cmd, 1)
+        merge_seed(results, record(seed, 0.1 * (seed + 1)), seed=seed)
+        metrics = {"results_json": str(results), "_context": {"seed": seed}}
+        summary = {"notebooks": {"09_x__05_b": {"status": "ok", "seconds": 10.0 * (seed + 1), "metrics": metrics}}}
+        run_notebooks._stamp_results(summary)
+        (build / "summary.json").write_text(json.dumps(summary))
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(run_notebooks.subprocess, "run", fake_child)
+    failed = run_notebooks.run_seeds([0, 1], jobs=2, p=[["DATA", "real"]], only="09_x")
+    assert failed == 0
+    assert sorted(calls) == [(0, {"DATA": "real", "THREADS": "2", "SEED": "0"}, "2", True),
+                             (1, {"DATA": "real", "THREADS": "2", "SEED": "1"}, "2", True)]  # fmt: skip
+    out = json.loads(results.read_text())
+    assert out["seeds"] == [0, 1] and out["runtime_s"] == pytest.approx(15.0)
+    for s in ("0", "1"):
+        assert out["per_seed"][s]["all_seeds"]["seeds"] == [0, 1]
+        assert out["per_seed"][s]["all_seeds"]["jobs"] == 2
+    assert out["all_seeds"]["wall_s"] >= 0 and out["all_seeds"]["threads_per_job"] == 2
+    build = tmp_path / "build"
+    assert (build / "executed-real" / "09_x" / "05_b.ipynb").read_text() == "seed 0"  # the site shows the first seed
+    summary = json.loads((build / "summary.json").read_text())
+    assert set(summary["seeds"]) == {"0", "1"} and summary["all_seeds"]["jobs"] == 2
+
+    # a seed that fails is counted, and a second run starts its folder afresh
+    calls.clear()
+    assert run_notebooks.run_seeds([1, 3], jobs=1, p=[["THREADS", "1"]]) == 1
+    assert sorted(c[2] for c in calls) == ["1", "1"]
+    assert (build / "seeds" / "seed3.log").exists()
+
+
+def test_seeds_and_a_seed_parameter_do_not_mix():
+    from mmhelpers.run_notebooks import main
+
+    with pytest.raises(SystemExit):
+        main(["--only", "00_foundations", "--seeds", "0", "1", "-p", "SEED", "2"])
+    with pytest.raises(SystemExit):
+        main(["--only", "00_foundations", "--jobs", "2"])
+    with pytest.raises(SystemExit):
+        main(["--only", "00_foundations", "--seeds", "0", "0"])
