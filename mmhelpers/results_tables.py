@@ -245,7 +245,7 @@ def _runtimes(r: dict) -> str:
     if together and sorted(str(s) for s in together["seeds"]) == sorted(per):
         each = " / ".join(f"{times[s] / 60:.1f}" for s in sorted(times, key=int))
         return (f"Full run: {together['wall_s'] / 60:.1f} min for all {len(together['seeds'])} seeds, "
-                f"{together['jobs']} at a time with {together['threads_per_job']} thread(s) each "
+                f"{int(together['jobs'])} at a time with {int(together['threads_per_job'])} thread(s) each "
                 f"({each} min per seed, side by side), on 2 CPU cores")  # fmt: skip
     if len(times) < 2:
         return runtime(r)
