@@ -190,9 +190,9 @@ def main(argv: list[str] | None = None) -> int:
             ap.error("give the seeds with --seeds or -p SEED, not both")
         if len(set(args.seeds)) != len(args.seeds):
             ap.error(f"--seeds repeats a seed: {args.seeds}")
+        if args.jobs is not None and args.jobs < 1:
+            ap.error(f"--jobs must be at least 1, got {args.jobs}")
         jobs = args.jobs or min(len(args.seeds), os.cpu_count() or 1)
-        if jobs < 1:
-            ap.error(f"--jobs must be at least 1, got {jobs}")
         failed = run_seeds(args.seeds, jobs, args.p, args.only, args.smoke, args.log_output)
         return _build_site() if not args.no_site and not failed else int(bool(failed))
     summary: dict[str, Any] = {"parameters": params, "notebooks": {}}
@@ -244,10 +244,13 @@ def run_seeds(seeds: list[int], jobs: int, p: list[list[str]] | None = None, onl
     number of seeds that failed."""
     p = [list(x) for x in (p or [])]
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    if not any(name == "THREADS" for name, _ in p):
+    given = [_parse_value(v) for name, v in p if name == "THREADS"]
+    if not given:
         p.append(["THREADS", str(threads)])
+    elif not isinstance(given[-1], int) or given[-1] < 1:
+        raise ValueError(f"THREADS for --seeds must be a number of threads, got {given[-1]!r}")
     else:
-        threads = next(_parse_value(v) for name, v in p if name == "THREADS")
+        threads = given[-1]
     root = build_dir()
     base = [sys.executable, "-m", "mmhelpers.run_notebooks", "--no-site", *sum((["-p", k, v] for k, v in p), [])]
     base += (["--only", only] if only else []) + (["--smoke"] if smoke else [])

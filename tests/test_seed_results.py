@@ -170,3 +170,9 @@ def test_seeds_and_a_seed_parameter_do_not_mix():
         main(["--only", "00_foundations", "--jobs", "2"])
     with pytest.raises(SystemExit):
         main(["--only", "00_foundations", "--seeds", "0", "0"])
+    with pytest.raises(SystemExit):
+        main(["--only", "00_foundations", "--seeds", "0", "1", "--jobs", "0"])
+    from mmhelpers.run_notebooks import run_seeds
+
+    with pytest.raises(ValueError, match="THREADS"):
+        run_seeds([0], jobs=1, p=[["THREADS", "None"]])
