@@ -286,9 +286,10 @@ def run_seeds(seeds: list[int], jobs: int, p: list[list[str]] | None = None, onl
     stamp = {"all_seeds": {"seeds": seeds, "jobs": jobs, "threads_per_job": threads, "wall_s": wall}}
     results = {e["metrics"]["results_json"] for s in summaries.values() for e in s.get("notebooks", {}).values()
                if e.get("metrics", {}).get("results_json")}  # fmt: skip
+    ran = [str(seed) for seed, rc, _ in done if rc == 0]  # a failed seed's older record did not run in this time
     for path in sorted(results):
-        if Path(path).exists():
-            _update_results(path, stamp, seeds=[str(s) for s in seeds])
+        if Path(path).exists() and ran:
+            _update_results(path, stamp, seeds=ran)
             print(f"wall time of seeds {seeds}: {wall:.0f} s -> {path}")
     write_json(root / "summary.json", {"parameters": dict(p), "seeds": summaries, **stamp})
     failed = [seed for seed, rc, _ in done if rc]
