@@ -160,6 +160,24 @@ def test_scene_captions_are_true_varied_and_deterministic(vqa: soc.VQASet) -> No
     assert soc.scene_captions(vqa.scenes[0], n=3, seed=1) != soc.scene_captions(vqa.scenes[0], n=3, seed=0)
 
 
+def test_a_scene_description_names_every_object_where_its_questions_place_it(vqa: soc.VQASet) -> None:
+    colors = "|".join(soc.COLORS)
+    for scene in vqa.scenes[:40]:
+        text = soc.describe_scene(scene)
+        found = re.findall(rf"\ban? ({colors}) (circle|square) at the (top|bottom) (left|right)\b", text)
+        assert len(found) == 6 and {c for c, *_ in found} == set(soc.COLORS), text
+        answers = {(q.qtype, q.color): q.answer for q in soc.questions_for(scene)}
+        for color, shape, row, col in found:  # the words the non-relational questions answer with
+            assert (answers["shape", color], answers["vertical", color], answers["horizontal", color]) == (
+                shape,
+                row,
+                col,
+            )
+        rows = [row for _, _, row, _ in found]
+        assert rows == sorted(rows, key=("top", "bottom").index), text  # the top half is read first
+    assert soc.describe_scene(vqa.scenes[0]) == soc.describe_scene(vqa.scenes[0])
+
+
 def test_render_is_uint8_rgb_and_size_follows_the_scene() -> None:
     scene = soc.make_scenes(1, seed=0, size=96)[0]
     img = soc.render_scene(scene)

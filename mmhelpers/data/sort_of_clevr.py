@@ -298,6 +298,15 @@ def _caption(scene: Scene, kind: int, rng: np.random.Generator) -> str:
     return f"the {a[0]} {a[1]} is next to {_a(c[0], c[1])}"
 
 
+def describe_scene(scene: Scene) -> str:
+    """Every object with its colour, shape and quarter of the image, in reading order (top to bottom, then left to
+    right): 'a blue circle at the top left, a gray square at the top left, ... and a green square at the bottom
+    right'."""
+    objects = sorted(scene.objects, key=lambda o: (o[3] >= (scene.size - 1) / 2, o[2], o[3]))
+    parts = [f"{_a(o[0], o[1])} at the {_where(scene.size, o[2], o[3])}" for o in objects]
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
 def scene_captions(scene: Scene, n: int = 3, seed: int = 0) -> list[str]:
     """``n`` different template captions of a scene; deterministic for (scene, seed)."""
     key = zlib.crc32(repr((scene.size, scene.objects)).encode())

@@ -46,6 +46,19 @@ def test_projector_pools_any_grid_to_side_squared_tokens():
     assert proj(torch.randn(2, 8, 7, 7)).shape == (2, 9, 16) and proj(torch.randn(2, 8, 12, 10)).shape == (2, 9, 16)
 
 
+def test_projector_coordinates_say_where_a_cell_is():
+    torch.manual_seed(0)
+    same = torch.randn(1, 8, 1, 1).expand(2, 8, 3, 3)  # every cell holds the same features
+    plain, placed = Projector(feat_dim=8, d_model=16, side=3), Projector(feat_dim=8, d_model=16, side=3, coords=4.0)
+    flat = plain(same)  # without coordinates (and the cell embedding at its zero start) every token is the same ...
+    assert torch.allclose(flat, flat[:, :1].expand_as(flat))
+    tokens = placed(same)  # ... with them, each cell's token differs, and the same cell in every image matches
+    assert tokens.shape == (2, 9, 16) and torch.allclose(tokens[0], tokens[1])
+    assert torch.cdist(tokens[0], tokens[0]).add(torch.eye(9)).min() > 1e-3
+    assert placed.xy[:, 0, 0].tolist() == [-4.0, -4.0] and placed.xy[:, 2, 2].tolist() == [4.0, 4.0]  # (x, y)
+    assert placed.mlp[0].in_features == 10 and "xy" not in placed.state_dict()  # a constant, not a weight
+
+
 def test_loss_is_the_lm_loss_on_reply_tokens_only(tok):
     model, batch = _model(tok), _batch(tok)
     loss = model(**batch)

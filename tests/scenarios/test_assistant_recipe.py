@@ -314,3 +314,52 @@ def test_training_seeds_share_the_data_seed(monkeypatch):
     with pytest.raises(Stop):
         recipe.prepare(replace(recipe.AssistantConfig().smoke(), seed=1, data_seed=5))
     assert seen == [0, 0, 0, 5]
+
+
+def test_scene_questions_share_a_conversation_only_in_training():
+    sizes = {"caption_split": (4, 1, 1), "scenes": (3, 1, 1), "digits": (0, 0, 0), "questions_per_scene": 6}
+    one, three = load_instructions("embedded", **sizes), load_instructions("embedded", scene_turns=3, **sizes)
+    asked = [s for s in one.samples["train"] if s.task == "scene_qa"]
+    grouped = [s for s in three.samples["train"] if s.task == "scene_qa"]
+    assert len(asked) == 18 and len(grouped) == 6 and all(len(s.turns) == 3 for s in grouped)
+    assert [t for s in grouped for t in s.turns] == [s.turns[0] for s in asked]  # the same questions, grouped
+    assert [s.image for s in grouped] == [s.image for s in asked[::3]]  # three of one scene to a conversation
+    assert grouped[0].meta == {"qtypes": ",".join(s.meta["qtype"] for s in asked[:3])}
+    assert three.samples["test"] == one.samples["test"]  # held out: one question per conversation, as scored
+    with pytest.raises(ValueError, match="divide"):
+        load_instructions("embedded", scene_turns=4, **sizes)
+    described = load_instructions("embedded", describe_scenes=True, **sizes)
+    extra = [s for s in described.samples["train"] if s.task == "caption" and s.image in {q.image for q in asked}]
+    assert len(extra) == 3 and all(s.turns[0][1].count(" at the ") == 6 for s in extra)  # one per training scene
+    assert described.samples["test"] == one.samples["test"] and described.tasks("train")["caption"] == 4 * 5 + 3
+
+
+def test_the_question_prior_counts_every_turn_of_a_conversation():
+    from types import SimpleNamespace
+
+    from mmhelpers.scenarios.assistant.evaluate import question_prior
+
+    train = [Sample(0, [("q1", "red"), ("q2", "left")], "scene_qa"), Sample(1, [("q1", "red")], "scene_qa"),
+             Sample(2, [("q1", "blue"), ("q2", "Right.")], "scene_qa"), Sample(3, [("Describe.", "a dog")], "caption"),
+             Sample(4, [("q2", "right")], "scene_qa")]  # fmt: skip
+    data = InstructionData([], [], {"train": train, "val": [], "test": []}, {}, "")
+    assert question_prior(SimpleNamespace(data=data)) == {"q1": "red", "q2": "right"}
+
+
+def test_stage_two_keeps_the_first_captions_of_each_image():
+    from types import SimpleNamespace
+
+    from mmhelpers.scenarios.assistant.recipe import AssistantConfig, stage_rows
+
+    data = load_instructions("embedded", caption_split=(4, 1, 1), scenes=(2, 1, 1), digits=(3, 1, 1))
+    train = data.samples["train"]
+    run = SimpleNamespace(data=data, cfg=AssistantConfig(data="embedded"))
+    assert stage_rows(run, 2) == list(range(len(train)))
+    assert [train[i].task for i in stage_rows(run, 1)] == ["caption"] * 20
+    run.cfg.stage2_captions = 2
+    kept = stage_rows(run, 2)
+    captions = [train[i] for i in kept if train[i].task == "caption"]
+    assert len(captions) == 8 and all(sum(c.image == i for c in captions) == 2 for i in {c.image for c in captions})
+    assert len(kept) == 8 + 2 * 6 + 3  # every question and digit stays
+    with pytest.raises(ValueError, match="stage must be"):
+        stage_rows(run, 3)

@@ -143,9 +143,15 @@ def _scene_question(qtype: str, color: str) -> str:
     return f"{SCENE_QUESTIONS[qtype].format(c=color)} {ONE_WORD}"
 
 
-def _add_scenes(data: InstructionData, n_scenes: tuple[int, int, int], per_scene: int, seed: int) -> None:
-    """Generated scenes: ``per_scene`` random questions of each training scene, all 36 of each val/test scene."""
-    from mmhelpers.data.sort_of_clevr import make_scenes, questions_for, render_scene
+def _add_scenes(data: InstructionData, n_scenes: tuple[int, int, int], per_scene: int, seed: int, turns: int = 1,
+                describe: bool = False) -> None:  # fmt: skip
+    """Generated scenes: ``per_scene`` random questions of each training scene, asked ``turns`` to a conversation
+    (LLaVA's multi-turn examples: the image is read once for all of them), and all 36 of each val/test scene,
+    one conversation each (as they are scored). ``describe``: each training scene also gets a caption that names
+    every object, its colour, shape and quarter of the image (stage 1 aligns the projector on it with the photos')."""
+    if turns < 1 or per_scene % turns:
+        raise ValueError(f"scene_turns={turns} must be at least 1 and divide questions_per_scene={per_scene}")
+    from mmhelpers.data.sort_of_clevr import describe_scene, make_scenes, questions_for, render_scene
 
     scenes = make_scenes(sum(n_scenes), seed=seed + 1000)  # never the caption scenes (seed) of the embedded set
     rng = np.random.default_rng([seed, 2])
@@ -156,11 +162,20 @@ def _add_scenes(data: InstructionData, n_scenes: tuple[int, int, int], per_scene
             data.images.append(render_scene(scene))
             data.image_ids.append(f"clevr{seed + 1000}-{len(data.image_ids):05d}")
             qs = questions_for(scene)
-            pick = rng.choice(len(qs), size=per_scene, replace=False) if split == "train" else range(len(qs))
-            for k in pick:
-                q = qs[int(k)]
-                data.samples[split].append(Sample(image, [(_scene_question(q.qtype, q.color), q.answer)], "scene_qa",
-                                                  {"qtype": q.qtype, "answer": q.answer}))  # fmt: skip
+            if split != "train":
+                for q in qs:
+                    data.samples[split].append(Sample(image, [(_scene_question(q.qtype, q.color), q.answer)],
+                                                      "scene_qa", {"qtype": q.qtype, "answer": q.answer}))  # fmt: skip
+                continue
+            if describe:
+                data.samples[split].append(Sample(image, [(CAPTION_PROMPT, describe_scene(scene))], "caption"))
+            pick = [qs[int(k)] for k in rng.choice(len(qs), size=per_scene, replace=False)]
+            for a in range(0, per_scene, turns):
+                group = pick[a : a + turns]
+                meta = {"qtype": group[0].qtype, "answer": group[0].answer} if turns == 1 else {
+                    "qtypes": ",".join(q.qtype for q in group)}  # fmt: skip
+                data.samples[split].append(Sample(image, [(_scene_question(q.qtype, q.color), q.answer) for q in group],
+                                                  "scene_qa", meta))  # fmt: skip
 
 
 def _add_digits(data: InstructionData, real: bool, n: tuple[int, int, int], seed: int) -> None:
@@ -226,13 +241,16 @@ def _load_own(folder: str | Path, seed: int) -> InstructionData:
 
 def load_instructions(data: str | Path = "real", seed: int = 0, caption_split: tuple[int, int, int] = (800, 100, 100),
                       scenes: tuple[int, int, int] = (800, 50, 50), questions_per_scene: int = 6,
-                      digits: tuple[int, int, int] = (800, 50, 50)) -> InstructionData:  # fmt: skip
+                      digits: tuple[int, int, int] = (800, 50, 50), scene_turns: int = 1,
+                      describe_scenes: bool = False) -> InstructionData:  # fmt: skip
     """The instruction mixture of ``data`` ("real" needs the mirror's Flickr8k and MNIST; "embedded" needs nothing;
     a path is your own folder, see the module docstring). Deterministic for ``seed``.
 
     ``caption_split``: caption images (real: of the Flickr8k subset; embedded: scenes) for train/val/test;
     ``scenes``: Sort-of-CLEVR scenes for the question task, ``questions_per_scene`` of each training scene
-    (all 36 of each held-out one); ``digits``: digit images. A zero count leaves a task out.
+    (all 36 of each held-out one), ``scene_turns`` of them to a training conversation, and with ``describe_scenes``
+    a caption of each training scene that names every object and where it is; ``digits``: digit images.
+    A zero count leaves a task out.
     """
     if is_own_data(data):
         return _load_own(data, seed)
@@ -240,7 +258,7 @@ def load_instructions(data: str | Path = "real", seed: int = 0, caption_split: t
     out = InstructionData(images, ids, {s: [] for s in SPLITS}, {}, "")
     _add_captions(out, captions, splits, 0, seed)
     if sum(scenes):
-        _add_scenes(out, scenes, questions_per_scene, seed)
+        _add_scenes(out, scenes, questions_per_scene, seed, scene_turns, describe_scenes)
     if sum(digits):
         _add_digits(out, data == "real", digits, seed)
     counts = {s: out.tasks(s) for s in SPLITS}

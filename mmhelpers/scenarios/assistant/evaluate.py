@@ -65,8 +65,9 @@ def question_prior(run: AssistantRun) -> dict[str, str]:
     """The most frequent training answer to each question (text): all a model that ignores the image can learn."""
     counts: dict[str, Counter] = {}
     for s in run.data.samples["train"]:
-        if s.task != "caption" and len(s.turns) == 1:
-            counts.setdefault(s.turns[0][0], Counter())[normal_answer(s.turns[0][1])] += 1
+        if s.task != "caption":
+            for question, reply in s.turns:  # every turn of a multi-turn conversation is a question seen in training
+                counts.setdefault(question, Counter())[normal_answer(reply)] += 1
     return {q: min(c, key=lambda a: (-c[a], a)) for q, c in counts.items()}
 
 

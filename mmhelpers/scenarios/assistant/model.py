@@ -46,12 +46,19 @@ class Projector(nn.Module):
     embedding of each cell's place in the grid (a CNN's pooled channels say little about *where*; a ViT's patches
     carry their position embeddings, which is what LLaVA's and nanoVLM's projectors rely on)."""
 
-    def __init__(self, feat_dim: int, d_model: int, side: int = 4, hidden: int | None = None):
+    def __init__(self, feat_dim: int, d_model: int, side: int = 4, hidden: int | None = None, coords: float = 0.0):
         super().__init__()
         self.side = side
         hidden = hidden or 2 * d_model
-        self.mlp = nn.Sequential(nn.Linear(feat_dim, hidden), nn.GELU(), nn.Linear(hidden, d_model))
+        self.mlp = nn.Sequential(
+            nn.Linear(feat_dim + (2 if coords else 0), hidden), nn.GELU(), nn.Linear(hidden, d_model)
+        )
         self.cell = nn.Parameter(torch.zeros(side * side, d_model))  # starts at zero: the MLP's output alone
+        # coords > 0: each cell's (x, y) in [-coords, coords] joins its channels at the MLP's input (CoordConv, and
+        # the Relation Network's object coordinates), so a token says what is there *and* where in one vector
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, side), torch.linspace(-1, 1, side), indexing="ij")
+        self.register_buffer("xy", torch.stack([xs, ys]).mul(coords) if coords else torch.zeros(0, side, side),
+                             persistent=False)  # fmt: skip
 
     @property
     def n_tokens(self) -> int:
@@ -59,19 +66,22 @@ class Projector(nn.Module):
 
     def forward(self, grids: torch.Tensor) -> torch.Tensor:
         pooled = F.adaptive_avg_pool2d(grids, self.side)  # (B, C, side, side)
+        if len(self.xy):
+            pooled = torch.cat([pooled, self.xy.to(pooled.dtype).expand(len(pooled), -1, -1, -1)], dim=1)
         return self.mlp(pooled.flatten(2).transpose(1, 2)) + self.cell  # (B, side*side, d_model)
 
 
 class Assistant(nn.Module):
     """A pretrained causal LM that reads ``side*side`` projected visual tokens at its ``<image>`` placeholders."""
 
-    def __init__(self, lm: nn.Module, feat_dim: int, side: int = 4, freeze_lm: bool = True, attention: str = "causal"):
+    def __init__(self, lm: nn.Module, feat_dim: int, side: int = 4, freeze_lm: bool = True, attention: str = "causal",
+                 coords: float = 0.0):  # fmt: skip
         super().__init__()
         if attention not in ATTENTION:
             raise ValueError(f"attention must be one of {ATTENTION}, got {attention!r}")
         self.lm = lm
         self.attention = attention
-        self.projector = Projector(feat_dim, lm.config.hidden_size, side)
+        self.projector = Projector(feat_dim, lm.config.hidden_size, side, coords=coords)
         if freeze_lm:
             lm.requires_grad_(False)
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -54,6 +55,7 @@ __all__ = [
     "load_lm",
     "notebook_config",
     "add_lora",
+    "stage_rows",
     "train_stage",
     "reply_loss",
     "answer",
@@ -71,6 +73,7 @@ _LATER = {  # fields a stage's checkpoint does not depend on: those of the stage
         "stage2_steps",
         "stage2_batch_size",
         "stage2_lr",
+        "stage2_captions",
         "lora_r",
         "lora_alpha",
         "lora_dropout",
@@ -90,10 +93,13 @@ class AssistantConfig:
     image_size: int = 224  # encoder input: a (image_size/32)^2 grid
     side: int = 4  # visual tokens per side after pooling: side*side tokens per image
     attention: str = "causal"  # "causal" (LLaVA, nanoVLM) | "prefix" (PaliGemma: image tokens see each other)
+    coords: float = 0.0  # > 0: each visual token's grid (x, y), scaled to +-coords, joins the projector's input
     # data sizes (images per split: train, val, test)
     caption_split: tuple[int, int, int] = (800, 100, 100)
     scenes: tuple[int, int, int] = (800, 50, 50)
     questions_per_scene: int = 6
+    scene_turns: int = 1  # questions per training conversation (LLaVA's multi-turn examples); held out: one each
+    describe_scenes: bool = False  # a caption per training scene naming each object and its place (stage 1 too)
     digits: tuple[int, int, int] = (800, 50, 50)
     max_length: int = 96  # tokens per conversation (the end is cut beyond)
     # the system message of every conversation: "" an empty one; None the template's default (SmolLM2's "You are a
@@ -112,6 +118,7 @@ class AssistantConfig:
     stage2_steps: int = 250
     stage2_batch_size: int = 16
     stage2_lr: float = 5e-4
+    stage2_captions: int | None = None  # captions of each training image in stage 2 (None: all of them)
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
@@ -191,11 +198,11 @@ def load_lm(cfg: AssistantConfig):
 def prepare(cfg: AssistantConfig, progress: bool = True, data: InstructionData | None = None) -> AssistantRun:
     """Load the data (or take ``data``), the LM and tokenizer, the cached grids; build the (untrained) model."""
     data = data or load_instructions(cfg.data, cfg.data_seed, cfg.caption_split, cfg.scenes, cfg.questions_per_scene,
-                                     cfg.digits)  # fmt: skip
+                                     cfg.digits, cfg.scene_turns, cfg.describe_scenes)  # fmt: skip
     lm, tok = load_lm(cfg)
     grids = pooled_grids(data.images, cfg.image_size, cfg.side, progress)
     torch.manual_seed(cfg.seed)
-    model = Assistant(lm, feat_dim=grids.shape[1], side=cfg.side, attention=cfg.attention)
+    model = Assistant(lm, feat_dim=grids.shape[1], side=cfg.side, attention=cfg.attention, coords=cfg.coords)
     n = model.n_image_tokens
     encoded = {split: [encode_chat(tok, s.turns, n, cfg.system, cfg.max_length) for s in samples]
                for split, samples in data.samples.items()}  # fmt: skip
@@ -251,6 +258,24 @@ def _loss(model: torch.nn.Module, batch: dict[str, Tensor]) -> Tensor:
     return model(**batch)
 
 
+def stage_rows(run: AssistantRun, stage: int) -> list[int]:
+    """The training examples a stage draws from: 0 all (as text), 1 the captions, 2 the mixture, in which
+    ``stage2_captions`` keeps the first few captions of each image (stage 1 has had them all)."""
+    samples = run.data.samples["train"]
+    if stage in (0, 1):
+        return [i for i, s in enumerate(samples) if stage == 0 or s.task == "caption"]
+    if stage != 2:
+        raise ValueError(f"stage must be 0, 1 or 2, got {stage!r}")
+    rows, captions, keep = [], Counter(), run.cfg.stage2_captions
+    for i, s in enumerate(samples):
+        if s.task == "caption":
+            captions[s.image] += 1
+            if keep is not None and captions[s.image] > keep:
+                continue
+        rows.append(i)
+    return rows
+
+
 def train_stage(run: AssistantRun, stage: int, checkpoint_dir: str | Path | None = None, progress: bool = True,
                 resume: str | Path | None = "latest", stop_at: int | None = None) -> History:  # fmt: skip
     """Train one stage through the engine; return its History (also kept in ``run.histories[stage]``).
@@ -261,22 +286,18 @@ def train_stage(run: AssistantRun, stage: int, checkpoint_dir: str | Path | None
     """
     cfg, model = run.cfg, run.model
     samples = run.data.samples["train"]
+    rows = stage_rows(run, stage)
     if stage == 0:
-        rows = list(range(len(samples)))
         steps, lr, bs = cfg.stage0_steps, cfg.stage0_lr, cfg.stage1_batch_size
         model.lm.requires_grad_(True)
         model.projector.requires_grad_(False)
     elif stage == 1:
-        rows = [i for i, s in enumerate(samples) if s.task == "caption"]
         steps, lr, bs = cfg.stage1_steps, cfg.stage1_lr, cfg.stage1_batch_size
         model.lm.requires_grad_(cfg.stage1_lm)
-    elif stage == 2:
-        rows = list(range(len(samples)))
+    else:
         steps, lr, bs = cfg.stage2_steps, cfg.stage2_lr, cfg.stage2_batch_size
         if cfg.finetune == "lora" and not any("lora_" in n for n, _ in model.lm.named_parameters()):
             add_lora(model, cfg)
-    else:
-        raise ValueError(f"stage must be 0, 1 or 2, got {stage!r}")
     if not rows or steps < 1:
         raise ValueError(f"stage {stage} has {len(rows)} training examples and {steps} steps")
     params = [p for p in model.parameters() if p.requires_grad]
