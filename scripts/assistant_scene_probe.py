@@ -1,31 +1,112 @@
-"""Do the assistant's frozen visual tokens hold the Sort-of-CLEVR answers? A linear probe per colour.
+"""Do the assistant's frozen visual tokens hold the Sort-of-CLEVR answers, and how many examples does reading them take?
 
-    python scripts/assistant_scene_probe.py        # about a minute on 2 cores once the grids are cached
+    python scripts/assistant_scene_probe.py            # linear probes: about a minute on 2 cores once grids are cached
+    python scripts/assistant_scene_probe.py --reader   # + the attention reader's learning curve: about 5 more minutes
 
-For each colour and non-relational question type, a logistic regression on the pooled 4x4 EfficientNet-Lite0
-grid (the 16 visual tokens the assistant sees, 224 px) of 800 training scenes, scored on 200 test scenes (the
-assistant's scene generator seed, 1000). The README quotes its output beside the assistant's accuracy.
+Linear probes: for each colour and non-relational question type, a logistic regression on the pooled 4x4
+EfficientNet-Lite0 grid (the 16 visual tokens the assistant sees, 224 px) of 800 training scenes, scored on 200
+test scenes (the assistant's scene generator seed, 1000). A probe per colour is told which object to read.
+
+``--reader``: what the assistant must learn instead. One small model for all questions: two transformer layers
+over the 16 standardised cells and one question token (question type + colour embeddings), trained from scratch
+on all 36 questions of the 800 training scenes for a given number of examples (steps of 16), with the cells'
+places given as a learned embedding or as (x, y) coordinate channels (what ``AssistantConfig(coords=...)`` adds).
+The README quotes both outputs beside the assistant's accuracy. Seed 0, 1 thread for the reader.
 """
+
+import argparse
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
+from torch import nn
 
-from mmhelpers.data.sort_of_clevr import COLORS, make_scenes, questions_for, render_scene
+from mmhelpers.data.sort_of_clevr import COLORS, QTYPES, make_scenes, questions_for, render_scene
 from mmhelpers.image_grids import pooled_grids
 
-torch.set_num_threads(2)
-N_TRAIN, N_TEST = 800, 200
-scenes = make_scenes(N_TRAIN + N_TEST, seed=1000)
-grids = pooled_grids([render_scene(s) for s in scenes], image_size=224, side=4, progress=False).flatten(1).numpy()
-grids = StandardScaler().fit(grids[:N_TRAIN]).transform(grids)
-for qtype in ("shape", "horizontal", "vertical"):
-    accs = []
-    for color in COLORS:
-        y = np.array(
-            [next(q.answer for q in questions_for(s) if q.qtype == qtype and q.color == color) for s in scenes]
+N_TRAIN, N_TEST, SIDE = 800, 200, 4
+
+
+class Reader(nn.Module):
+    """Question token + 16 projected cells -> two pre-norm transformer layers -> the answer, from the question."""
+
+    def __init__(self, dim_in: int, n_answers: int, coords: bool, d: int = 128):
+        super().__init__()
+        self.proj = nn.Sequential(nn.Linear(dim_in, d), nn.GELU(), nn.Linear(d, d))
+        self.place = nn.Parameter(torch.randn(SIDE * SIDE, d) * 0.02, requires_grad=not coords)
+        self.qtype, self.color = nn.Embedding(len(QTYPES), d), nn.Embedding(len(COLORS), d)
+        layer = nn.TransformerEncoderLayer(d, 4, 4 * d, 0.0, batch_first=True, norm_first=True)
+        self.layers = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.out = nn.Linear(d, n_answers)
+
+    def forward(self, cells, qtype, color):
+        q = (self.qtype(qtype) + self.color(color))[:, None]
+        return self.out(self.layers(torch.cat([q, self.proj(cells) + self.place], 1))[:, 0])
+
+
+def reader_accuracy(cells: torch.Tensor, scenes, examples: int, coords: bool, seed: int = 0) -> dict[str, float]:
+    if coords:  # (x, y) in [-10, 10] beside the standardised channels, as the projector's coords option does
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, SIDE), torch.linspace(-1, 1, SIDE), indexing="ij")
+        cells = torch.cat(
+            [cells, torch.stack([xs, ys], -1).reshape(1, SIDE * SIDE, 2).expand(len(cells), -1, -1) * 10], 2
         )
-        clf = LogisticRegression(C=0.01, max_iter=300).fit(grids[:N_TRAIN], y[:N_TRAIN])
-        accs.append(float((clf.predict(grids[N_TRAIN:]) == y[N_TRAIN:]).mean()))
-    print(f"{qtype:10} {np.mean(accs):.3f} (per colour: {', '.join(f'{a:.2f}' for a in accs)}; 2 threads)")
+    answers = sorted({q.answer for s in scenes for q in questions_for(s)})
+    rows = torch.tensor([(i, QTYPES.index(q.qtype), COLORS.index(q.color), answers.index(q.answer))
+                         for i, s in enumerate(scenes) for q in questions_for(s)])  # fmt: skip
+    train, test = rows[rows[:, 0] < N_TRAIN], rows[rows[:, 0] >= N_TRAIN]
+    torch.manual_seed(seed)
+    model = Reader(cells.shape[2], len(answers), coords)
+    steps = examples // 16
+    opt = torch.optim.AdamW(model.parameters(), 1e-3, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 1e-3, total_steps=steps, pct_start=0.05)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        b = train[torch.randint(len(train), (16,), generator=g)]
+        loss = F.cross_entropy(model(cells[b[:, 0]], b[:, 1], b[:, 2]), b[:, 3])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    with torch.no_grad():
+        hit = (model.eval()(cells[test[:, 0]], test[:, 1], test[:, 2]).argmax(-1) == test[:, 3]).float()
+    out = {t: float(hit[test[:, 1] == k].mean()) for k, t in enumerate(QTYPES)}
+    out["non_relational"] = float(hit[test[:, 1] < 3].mean())
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reader", action="store_true", help="also the attention reader's learning curve")
+    parser.add_argument("--examples", type=int, nargs="+", default=[8000, 16000, 32000])
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    scenes = make_scenes(N_TRAIN + N_TEST, seed=1000)
+    grids = pooled_grids([render_scene(s) for s in scenes], image_size=224, side=SIDE, progress=False)
+    flat = StandardScaler().fit(grids.flatten(1)[:N_TRAIN].numpy()).transform(grids.flatten(1).numpy())
+    for qtype in ("shape", "horizontal", "vertical"):
+        accs = []
+        for color in COLORS:
+            y = np.array(
+                [next(q.answer for q in questions_for(s) if q.qtype == qtype and q.color == color) for s in scenes]
+            )
+            clf = LogisticRegression(C=0.01, max_iter=300).fit(flat[:N_TRAIN], y[:N_TRAIN])
+            accs.append(float((clf.predict(flat[N_TRAIN:]) == y[N_TRAIN:]).mean()))
+        print(f"{qtype:10} {np.mean(accs):.3f} (per colour: {', '.join(f'{a:.2f}' for a in accs)}; 2 threads)")
+    if not args.reader:
+        return
+    torch.set_num_threads(1)
+    cells = grids.flatten(2).transpose(1, 2)  # (N, 16, 1280), standardised per channel on the training scenes
+    mean, std = cells[:N_TRAIN].mean((0, 1)), cells[:N_TRAIN].std((0, 1)) + 1e-5
+    cells = (cells - mean) / std
+    for coords in (False, True):
+        for n in args.examples:
+            acc = reader_accuracy(cells, scenes, n, coords)
+            print(f"reader, places {'as coordinates' if coords else 'learned':15} {n:>7,} examples: non-relational "
+                  f"{acc['non_relational']:.3f} (shape {acc['shape']:.2f}, left/right {acc['horizontal']:.2f}, "
+                  f"top/bottom {acc['vertical']:.2f}; 1 thread)", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

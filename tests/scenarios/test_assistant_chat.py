@@ -75,7 +75,8 @@ def test_collate_pads_right_for_training_and_left_for_generation(tok):
 def test_cutting_through_the_image_is_an_error(tok):
     ex = encode_chat(tok, TURNS, 4)
     cut = encode_chat(tok, TURNS, 4, max_length=len(ex.input_ids) - 5)
-    assert len(cut.input_ids) == len(ex.input_ids) - 5
+    assert len(cut.input_ids) == len(ex.input_ids) - 5 and cut.truncated and not ex.truncated
+    assert not encode_chat(tok, TURNS, 4, max_length=len(ex.input_ids)).truncated
     with pytest.raises(ValueError, match="cuts the image"):
         encode_chat(tok, TURNS, 4, max_length=int(ex.image_positions[1]))
 

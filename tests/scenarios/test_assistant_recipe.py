@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -251,6 +252,19 @@ class TestOnTinyLlama:
         assert len(answer(q, [0, 1], ["Describe the image briefly."] * 2, max_new_tokens=3)) == 2
         with pytest.raises(ValueError, match="leaves no linear layer"):
             quantize_int8(run, keep=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"))
+
+
+@needs_smollm2
+def test_prepare_warns_when_conversations_lose_their_last_turns():
+    from mmhelpers.scenarios.assistant.recipe import AssistantConfig, prepare
+
+    data = load_instructions("embedded", caption_split=(4, 1, 1), scenes=(2, 1, 1), digits=(0, 0, 0), scene_turns=6)
+    cfg = replace(AssistantConfig().smoke(), scene_turns=6)
+    with pytest.warns(UserWarning, match="2 of 22 training conversations are longer than max_length=96"):
+        prepare(cfg, progress=False, data=data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        prepare(replace(cfg, max_length=256), progress=False, data=data)
 
 
 def test_a_stage_is_keyed_by_its_own_and_earlier_settings_only():

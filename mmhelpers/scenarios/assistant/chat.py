@@ -50,6 +50,7 @@ class EncodedChat:
     input_ids: torch.Tensor  # (L,) token ids, image placeholders included
     labels: torch.Tensor  # (L,) the token to predict at each position's *own* place, IGNORE outside the replies
     image_positions: torch.Tensor  # (n_image_tokens,) where the visual tokens go
+    truncated: bool = False  # max_length cut the conversation's end
 
 
 def _render(tokenizer, msgs: list[dict[str, str]], n_image_tokens: int, generation_prompt: bool) -> list[int]:
@@ -79,14 +80,15 @@ def encode_chat(tokenizer, turns: Sequence[tuple[str, str]], n_image_tokens: int
                 "text, so the assistant's replies cannot be located for the loss mask"
             )
         labels[start : len(upto)] = upto[start:]
-    if max_length is not None and len(ids) > max_length:
+    truncated = max_length is not None and len(ids) > max_length
+    if truncated:
         ids, labels = ids[:max_length], labels[:max_length]
     positions = [k for k, t in enumerate(ids) if t == image_id]
     if len(positions) != n_image_tokens:
         raise ValueError(
             f"{len(positions)} of {n_image_tokens} image tokens left: max_length={max_length} cuts the image"
         )
-    return EncodedChat(torch.tensor(ids), torch.tensor(labels), torch.tensor(positions, dtype=torch.long))
+    return EncodedChat(torch.tensor(ids), torch.tensor(labels), torch.tensor(positions, dtype=torch.long), truncated)
 
 
 def encode_prompt(tokenizer, question: str, n_image_tokens: int, system: str | None = None) -> EncodedChat:

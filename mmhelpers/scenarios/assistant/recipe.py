@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -206,6 +207,10 @@ def prepare(cfg: AssistantConfig, progress: bool = True, data: InstructionData |
     n = model.n_image_tokens
     encoded = {split: [encode_chat(tok, s.turns, n, cfg.system, cfg.max_length) for s in samples]
                for split, samples in data.samples.items()}  # fmt: skip
+    cut = sum(e.truncated for e in encoded["train"])
+    if cut:  # their last turns are never trained: a longer max_length, or fewer turns per conversation
+        warnings.warn(f"{cut} of {len(encoded['train'])} training conversations are longer than "
+                      f"max_length={cfg.max_length} tokens and lose their last turns", stacklevel=2)  # fmt: skip
     return AssistantRun(cfg, data, tok, model, grids, encoded, {})
 
 
