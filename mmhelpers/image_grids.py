@@ -1,7 +1,7 @@
 """Frozen EfficientNet-Lite0 grid features of any images, cached by content: the visual tokens of the VLM recipes.
 
-tokens = grid_features(paths_or_arrays, image_size=224)        # (N, 49, 1280): one token per 7x7 cell
-grids = pooled_grids(paths_or_arrays, image_size=224, side=4)  # (N, 1280, 4, 4): average-pooled to 16 tokens
+    tokens = grid_features(paths_or_arrays, image_size=224)        # (N, 49, 1280): one token per 7x7 cell
+    grids = pooled_grids(paths_or_arrays, image_size=224, side=4)  # (N, 1280, 4, 4): average-pooled to 16 tokens
 """
 
 from __future__ import annotations

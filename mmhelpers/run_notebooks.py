@@ -170,13 +170,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="set a notebook parameter (Python literal), e.g. -p DATA real")  # fmt: skip
     ap.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
     ap.add_argument("--no-site", action="store_true", help="do not build the site (build/site) afterwards")
-    ap.add_argument(
-        "--seeds",
-        nargs="+",
-        type=int,
-        metavar="SEED",
-        help="run the notebooks once per seed, each seed in its own process (see the module's docstring)",
-    )
+    ap.add_argument("--seeds", nargs="+", type=int, metavar="SEED",
+                    help="run the notebooks once per seed, each seed in its own process (see the module's docstring)")
     ap.add_argument("--jobs", type=int, metavar="N",
                     help="with --seeds: seeds run at once (default: one per core, at most one per seed)")  # fmt: skip
     args = ap.parse_args(argv)

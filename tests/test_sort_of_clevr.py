@@ -166,13 +166,9 @@ def test_a_scene_description_names_every_object_where_its_questions_place_it(vqa
         text = soc.describe_scene(scene)
         found = re.findall(rf"\ban? ({colors}) (circle|square) at the (top|bottom) (left|right)\b", text)
         assert len(found) == 6 and {c for c, *_ in found} == set(soc.COLORS), text
-        answers = {(q.qtype, q.color): q.answer for q in soc.questions_for(scene)}
-        for color, shape, row, col in found:  # the words the non-relational questions answer with
-            assert (answers["shape", color], answers["vertical", color], answers["horizontal", color]) == (
-                shape,
-                row,
-                col,
-            )
+        answer = {(q.qtype, q.color): q.answer for q in soc.questions_for(scene)}
+        for color, *words in found:  # the words the non-relational questions answer with
+            assert [answer[t, color] for t in ("shape", "vertical", "horizontal")] == words, text
         rows = [row for _, _, row, _ in found]
         assert rows == sorted(rows, key=("top", "bottom").index), text  # the top half is read first
     assert soc.describe_scene(vqa.scenes[0]) == soc.describe_scene(vqa.scenes[0])

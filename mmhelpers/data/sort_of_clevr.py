@@ -299,8 +299,8 @@ def _caption(scene: Scene, kind: int, rng: np.random.Generator) -> str:
 
 
 def describe_scene(scene: Scene) -> str:
-    """Every object with its colour, shape and quarter of the image, in reading order (top to bottom, then left to
-    right): 'a blue circle at the top left, a gray square at the top left, ... and a green square at the bottom
+    """Every object with its colour, shape and quarter of the image, the top half first, each half left to right
+    (the words of the non-relational answers): 'a blue circle at the top left, ... and a green square at the bottom
     right'."""
     objects = sorted(scene.objects, key=lambda o: (o[3] >= (scene.size - 1) / 2, o[2], o[3]))
     parts = [f"{_a(o[0], o[1])} at the {_where(scene.size, o[2], o[3])}" for o in objects]
