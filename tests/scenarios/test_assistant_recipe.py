@@ -377,3 +377,18 @@ def test_stage_two_keeps_the_first_captions_of_each_image():
     assert len(kept) == 8 + 2 * 6 + 3  # every question and digit stays
     with pytest.raises(ValueError, match="stage must be"):
         stage_rows(run, 3)
+
+
+def test_the_try_script_reads_config_fields_and_refuses_others():
+    import importlib.util
+
+    from mmhelpers.paths import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("assistant_try", REPO_ROOT / "scripts" / "assistant_try.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    got = script.overrides(["coords=6.0", "scene_turns=6", "describe_scenes=True", "finetune=frozen"])
+    assert got == {"coords": 6.0, "scene_turns": 6, "describe_scenes": True, "finetune": "frozen"}
+    for bad in ("nope=1", "coords"):
+        with pytest.raises(SystemExit, match="FIELD=VALUE"):
+            script.overrides([bad])
