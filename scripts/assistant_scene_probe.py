@@ -47,8 +47,8 @@ class Reader(nn.Module):
 
 
 def reader_accuracy(cells: torch.Tensor, scenes, examples: int, coords: bool, seed: int = 0) -> dict[str, float]:
-    if coords:  # (x, y) in [-10, 10] beside the standardised channels: about the weight AssistantConfig(coords=6)
-        # gives them beside the raw, unstandardised ones (channel std about 0.23 there, 1 here)
+    if coords:  # (x, y) in [-10, 10] beside channels of RMS 1: about the ratio AssistantConfig(coords=6) has
+        # beside the projector's raw channels (RMS about 0.6 a cell)
         ys, xs = torch.meshgrid(torch.linspace(-1, 1, SIDE), torch.linspace(-1, 1, SIDE), indexing="ij")
         cells = torch.cat(
             [cells, torch.stack([xs, ys], -1).reshape(1, SIDE * SIDE, 2).expand(len(cells), -1, -1) * 10], 2
