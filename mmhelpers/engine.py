@@ -27,7 +27,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,7 @@ __all__ = [
     "resolve_precision",
     "shard",
     "epoch_batch",
+    "length_grouped_batch",
     "warmup_cosine",
     "load_checkpoint",
     "eval_mode",
@@ -146,6 +147,24 @@ def epoch_batch(n: int, batch_size: int, step: int, seed: int) -> np.ndarray:
     epoch, k = divmod(step, per_epoch)
     perm = np.random.default_rng([seed, epoch]).permutation(n)
     return perm[k * batch_size : (k + 1) * batch_size]
+
+
+def length_grouped_batch(lengths: Sequence[int], batch_size: int, step: int, seed: int, group: int = 50
+                         ) -> np.ndarray:  # fmt: skip
+    """:func:`epoch_batch` with less padding: each epoch's permutation is cut into megabatches of ``group`` batches,
+    each megabatch sorted by ``lengths`` and cut into batches of similar lengths, and the epoch's batches are then
+    shuffled, as transformers' ``LengthGroupedSampler`` (``group_by_length``) does. Deterministic per step."""
+    n = len(lengths)
+    per_epoch = max(1, n // batch_size)
+    epoch, k = divmod(step, per_epoch)
+    rng = np.random.default_rng([seed, epoch])
+    perm, lengths = rng.permutation(n)[: per_epoch * batch_size], np.asarray(lengths)
+    batches = []
+    for a in range(0, len(perm), batch_size * group):
+        mega = perm[a : a + batch_size * group]
+        mega = mega[np.argsort(-lengths[mega], kind="stable")]
+        batches += [mega[b : b + batch_size] for b in range(0, len(mega), batch_size)]
+    return batches[rng.permutation(len(batches))[k]]
 
 
 def shard(batch: Batch, index: int, count: int) -> Batch:

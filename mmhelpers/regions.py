@@ -16,16 +16,42 @@ background (a product photo, a diagram, a synthetic scene). On cluttered photogr
 or segmenter for the same role.
 
     labels = colour_regions(images)           # (B, H, W) int64: 0 = no region, 1..K the regions, largest first
+    feats = region_features(images)           # (B, K, 8): each region's place, shape, colour and presence
+    feats = image_region_features(arrays_or_paths, size=64)   # the same for images of any size (centre crop)
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["colour_regions", "image_regions"]
+__all__ = [
+    "REGION_FEATURES",
+    "SPREAD_SCALE",
+    "colour_regions",
+    "image_region_features",
+    "image_regions",
+    "pixel_coordinates",
+    "region_features",
+]
+
+# a region as a vector: mean x, y and x^2 + y^2 of its pixels (in [-1, 1], 0 on the centre lines), their spread
+# (variance of the position times SPREAD_SCALE: about 0.7 for a disc, 1.07 for a square), mean colour in [0, 1],
+# and 1 (a padding row, where the image has fewer regions, is all 0)
+REGION_FEATURES = ("x", "y", "x2+y2", "spread", "r", "g", "b", "present")
+SPREAD_SCALE = 50.0
+
+
+def pixel_coordinates(size: int) -> Tensor:
+    """(size*size, 3) x, y in [-1, 1] (0 on the image's centre lines) and x^2 + y^2 of each pixel, row-major."""
+    t = torch.linspace(-1, 1, size)
+    yy, xx = torch.meshgrid(t, t, indexing="ij")
+    return torch.stack([xx.flatten(), yy.flatten(), (xx**2 + yy**2).flatten()], dim=1)
 
 
 def image_regions(
@@ -73,3 +99,42 @@ def colour_regions(images: Tensor, **kwargs) -> Tensor:
     arrays = images.permute(0, 2, 3, 1).cpu().numpy()
     return torch.from_numpy(np.stack([image_regions(a, **kwargs) for a in arrays])) if len(arrays) else (
         torch.zeros(0, *images.shape[2:], dtype=torch.int64))  # fmt: skip
+
+
+def region_features(images: Tensor, max_regions: int = 10, **kwargs) -> Tensor:
+    """uint8 RGB square images (B, 3, S, S) -> (B, max_regions, 8) float: each colour region as the vector
+    :data:`REGION_FEATURES` (largest region first; rows past an image's last region are 0). ``kwargs`` go to
+    :func:`image_regions`."""
+    if images.dim() != 4 or images.shape[2] != images.shape[3]:
+        raise ValueError(f"expected square images (B, 3, S, S), got {tuple(images.shape)}")
+    labels = colour_regions(images, max_regions=max_regions, **kwargs).flatten(1)  # (B, S*S)
+    ids = torch.arange(1, max_regions + 1)
+    member = (labels.unsqueeze(1) == ids[None, :, None]).float()  # (B, K, S*S)
+    w = member / member.sum(-1, keepdim=True).clamp_min(1.0)
+    where = w @ pixel_coordinates(images.shape[2])  # (B, K, 3)
+    spread = where[..., 2:] - where[..., :2].square().sum(-1, keepdim=True)
+    colour = w @ (images.float() / 255.0).flatten(2).transpose(1, 2)  # (B, K, 3)
+    present = (member.sum(-1, keepdim=True) > 0).float()
+    return torch.cat([where, SPREAD_SCALE * spread, colour, present], dim=-1)
+
+
+def image_region_features(images: Sequence[Path | np.ndarray], size: int = 64, max_regions: int = 10,
+                          batch_size: int = 256) -> Tensor:  # fmt: skip
+    """:func:`region_features` of image files or RGB arrays of any size, each first resized (shorter side to
+    ``size``) and centre-cropped as the grid encoders crop it, so a region's place matches the grid's cells:
+    (N, max_regions, 8). About a millisecond an image at 64 px."""
+    from mmhelpers.image import load_image, resize_shorter_then_center_crop
+
+    parts = []
+    for a in range(0, len(images), batch_size):
+        crops = []
+        for x in images[a : a + batch_size]:
+            im = load_image(x) if isinstance(x, (str, Path)) else np.asarray(x)
+            if im.ndim == 2:
+                im = np.repeat(im[..., None], 3, axis=2)
+            if im.dtype != np.uint8 or im.ndim != 3 or im.shape[2] != 3:
+                name = x if isinstance(x, (str, Path)) else f"image {a + len(crops)}"
+                raise ValueError(f"{name}: expected a uint8 RGB or grey image, got {im.dtype} {im.shape}")
+            crops.append(resize_shorter_then_center_crop(im, size))
+        parts.append(region_features(torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2), max_regions))
+    return torch.cat(parts) if parts else torch.zeros(0, max_regions, len(REGION_FEATURES))

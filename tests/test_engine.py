@@ -223,6 +223,22 @@ def test_two_processes_train_a_recipe_like_one(tmp_path: Path) -> None:
     assert written == ["result.json", "run/checkpoint.pt"], written
 
 
+def test_length_grouped_batches_cover_each_epoch_once_with_less_padding():
+    import numpy as np
+
+    from mmhelpers.engine import epoch_batch, length_grouped_batch
+
+    lengths = np.random.default_rng(0).choice([50, 60, 200], size=400)
+    for epoch in range(2):
+        batches = [length_grouped_batch(lengths, 16, epoch * 25 + k, seed=3, group=5) for k in range(25)]
+        assert sorted(np.concatenate(batches).tolist()) == list(range(400))  # every example once an epoch
+    grouped = np.mean([lengths[length_grouped_batch(lengths, 16, k, seed=3, group=5)].max() for k in range(25)])
+    plain = np.mean([lengths[epoch_batch(400, 16, k, seed=3)].max() for k in range(25)])
+    assert plain > 190 and grouped < 0.8 * plain  # padded to the batch's longest: far less padding grouped
+    assert np.array_equal(length_grouped_batch(lengths, 16, 7, 3), length_grouped_batch(lengths, 16, 7, 3))
+    assert not np.array_equal(length_grouped_batch(lengths, 16, 7, 3), length_grouped_batch(lengths, 16, 7, 4))
+
+
 def test_epoch_batch_walks_seeded_permutations_so_any_step_can_be_rebuilt():
     import numpy as np
 

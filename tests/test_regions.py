@@ -70,3 +70,43 @@ def test_plain_image_has_no_regions_and_bad_input_is_refused():
         image_regions(np.zeros((16, 16), np.uint8))
     with pytest.raises(ValueError, match="uint8 RGB"):
         colour_regions(torch.zeros(1, 3, 8, 8))
+
+
+def test_region_features_say_where_each_object_is_its_shape_and_colour():
+    from mmhelpers.data.sort_of_clevr import COLORS, render_scene
+    from mmhelpers.regions import REGION_FEATURES, region_features
+
+    scenes = make_scenes(20, seed=5)
+    feats = region_features(render_images(scenes), max_regions=8)
+    assert feats.shape == (20, 8, len(REGION_FEATURES)) and feats.dtype == torch.float32
+    assert torch.equal(feats[..., -1].sum(1), torch.full((20,), 6.0))  # six objects, six rows present ...
+    assert feats[:, 6:].abs().sum() == 0  # ... the padding rows all zero
+    spreads = {"circle": [], "square": []}
+    for scene, rows in zip(scenes, feats, strict=True):
+        image = render_scene(scene)
+        for colour, shape, cx, cy in scene.objects:
+            x, y = (cx - 31.5) / 31.5, (cy - 31.5) / 31.5
+            k = int(torch.cdist(rows[:6, :2], torch.tensor([[x, y]])).argmin())
+            assert abs(rows[k, 0] - x) < 0.05 and abs(rows[k, 1] - y) < 0.05  # its centre, within 1.6 px
+            assert torch.allclose(rows[k, 4:7], torch.tensor(image[int(cy), int(cx)] / 255.0).float(), atol=0.02)
+            spreads[shape].append(float(rows[k, 3]))
+        assert {c for c, *_ in scene.objects} <= set(COLORS)
+    assert max(spreads["circle"]) < min(spreads["square"])  # the spread tells a circle from a square
+
+
+def test_image_region_features_take_any_size_and_grey_and_name_a_bad_image(tmp_path):
+    from PIL import Image
+
+    from mmhelpers.regions import image_region_features
+
+    scene = render_images(make_scenes(1, seed=2))[0].permute(1, 2, 0).numpy()
+    wide = np.full((64, 128, 3), 255, np.uint8)
+    wide[:, 32:96] = scene  # the centre crop is the scene itself
+    path = tmp_path / "scene.png"
+    Image.fromarray(np.kron(scene, np.ones((2, 2, 1), np.uint8))).save(path)  # the scene at 128 px, from a file
+    feats = image_region_features([scene, wide, path, np.zeros((40, 30), np.uint8)], size=64, max_regions=8)
+    assert feats.shape == (4, 8, 8)
+    assert torch.allclose(feats[0], feats[1]) and torch.allclose(feats[0, :, :2], feats[2, :, :2], atol=0.03)
+    assert feats[3].abs().sum() == 0  # a blank image has no regions
+    with pytest.raises(ValueError, match="image 1: expected a uint8"):
+        image_region_features([scene, scene.astype(np.float32)])

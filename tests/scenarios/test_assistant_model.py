@@ -136,3 +136,29 @@ def test_stage_one_with_frozen_smollm2_learns_what_the_image_says():
         after = model(**batch).item()
     assert before > 2.0 and after < 0.5 * before, (before, after)
     assert all(not p.requires_grad for p in model.lm.parameters())
+
+
+def test_projector_adds_one_token_per_region_and_padding_rows_are_alike():
+    from mmhelpers.regions import REGION_FEATURES
+
+    torch.manual_seed(0)
+    proj = Projector(feat_dim=8, d_model=16, side=2, regions=3)
+    assert proj.n_tokens == 4 + 3
+    regions = torch.zeros(2, 3, len(REGION_FEATURES))
+    regions[:, :2] = torch.rand(2, 2, len(REGION_FEATURES)) + torch.tensor([0.0] * 7 + [1.0])  # two present, 1 pad
+    regions[..., -1] = torch.tensor([1.0, 1.0, 0.0])
+    proj.init_region_scaling(regions)
+    assert torch.allclose(proj.region_shift, regions[:, :2, :-1].reshape(4, 7).mean(0))
+    tokens = proj(torch.randn(2, 8, 4, 4), regions)
+    assert tokens.shape == (2, 7, 16)
+    assert torch.allclose(tokens[0, 6], tokens[1, 6])  # padding rows: one "no region" token
+    assert not torch.allclose(tokens[0, 4], tokens[1, 4])  # different regions: different tokens
+    moved = regions.clone()
+    moved[0, 0, 0] += 0.5  # a region further right changes its own token only
+    again = proj(torch.zeros(2, 8, 4, 4), moved) - proj(torch.zeros(2, 8, 4, 4), regions)
+    assert again[0, 4].abs().max() > 1e-4 and again[0, 5:].abs().max() == 0 and again[1].abs().max() == 0
+    assert {"region_shift", "region_scale"} <= set(proj.state_dict())  # the standardisation is saved with it
+    with pytest.raises(ValueError, match="3 regions an image"):
+        proj(torch.randn(2, 8, 4, 4))
+    with pytest.raises(ValueError, match="too few"):
+        proj.init_region_scaling(torch.zeros(2, 3, len(REGION_FEATURES)))

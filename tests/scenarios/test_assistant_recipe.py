@@ -392,3 +392,49 @@ def test_the_try_script_reads_config_fields_and_refuses_others():
     for bad in ("nope=1", "coords"):
         with pytest.raises(SystemExit, match="FIELD=VALUE"):
             script.overrides([bad])
+
+
+@needs_smollm2
+def test_region_tokens_ride_along_in_training_answers_and_chat(tmp_path):
+    from mmhelpers.regions import image_region_features
+    from mmhelpers.scenarios.assistant.evaluate import chat
+    from mmhelpers.scenarios.assistant.recipe import AssistantConfig, answer, prepare, train_stage
+
+    data = load_instructions("embedded", caption_split=(6, 1, 1), scenes=(4, 1, 1), digits=(4, 1, 1))
+    cfg = replace(AssistantConfig().smoke(), regions=4, stage0_steps=2, stage1_steps=2, stage2_steps=2,
+                  checkpoint_every=0)  # fmt: skip
+    run = prepare(cfg, progress=False, data=data)
+    assert run.n_image_tokens == cfg.side**2 + 4 and run.regions.shape == (len(data.images), 4, 8)
+    scene = next(s.image for s in data.samples["train"] if s.task == "scene_qa")
+    assert run.regions[scene, :, -1].sum() >= 4  # a generated scene: every region row is an object
+    assert torch.equal(run.regions, image_region_features(data.images, cfg.region_size, 4))
+    trained = {n: p.clone() for n, p in run.model.projector.region_mlp.named_parameters()}
+    for stage in (1, 2):
+        train_stage(run, stage, checkpoint_dir=tmp_path, progress=False)
+    assert any(not torch.equal(trained[n], p) for n, p in run.model.projector.region_mlp.named_parameters())
+    rows = [scene, scene]
+    by_row = answer(run, rows, ["What is the shape of the object that is red?"] * 2, max_new_tokens=4)
+    by_tensor = answer(run, run.grids[rows], ["What is the shape of the object that is red?"] * 2,
+                       max_new_tokens=4, regions=run.regions[rows])  # fmt: skip
+    assert by_row == by_tensor and by_row[0] == by_row[1]
+    with pytest.raises(ValueError, match="regions an image"):
+        answer(run, run.grids[rows], ["a", "b"], max_new_tokens=2)  # own grids without their regions
+    assert chat(run, data.images[scene], "Which?", max_new_tokens=3, stream=False) == answer(
+        run, [scene], ["Which?"], max_new_tokens=3
+    )[0]
+
+
+@needs_smollm2
+def test_group_by_length_batches_conversations_of_similar_length():
+    from mmhelpers.scenarios.assistant.recipe import AssistantConfig, _batches, prepare, stage_rows
+
+    data = load_instructions("embedded", caption_split=(6, 1, 1), scenes=(8, 1, 1), digits=(0, 0, 0),
+                             questions_per_scene=6, scene_turns=3)  # fmt: skip
+    cfg = replace(AssistantConfig().smoke(), questions_per_scene=6, scene_turns=3, max_length=256)
+    run = prepare(cfg, progress=False, data=data)
+    rows = stage_rows(run, 2)
+    plain = [_batches(run, rows, 4, seed=0)(k)["input_ids"].shape[1] for k in range(12)]
+    run.cfg.group_by_length = True
+    grouped = _batches(run, rows, 4, seed=0)
+    assert np.mean([grouped(k)["input_ids"].shape[1] for k in range(12)]) < 0.9 * np.mean(plain)
+    assert torch.equal(grouped(5)["input_ids"], grouped(5)["input_ids"])  # any step rebuilds (resuming)

@@ -21,6 +21,7 @@ from torch import nn
 
 from mmhelpers.caption_metrics import caption_scores, nearest_neighbour_captions
 from mmhelpers.image_grids import pooled_grids
+from mmhelpers.regions import image_region_features
 from mmhelpers.scenarios.assistant.data import CAPTION_PROMPT, Sample, answer_in_format
 from mmhelpers.scenarios.assistant.recipe import AssistantRun, answer
 
@@ -108,10 +109,12 @@ def chat(run: AssistantRun, image: str | Path | np.ndarray | int, question: str,
     it is generated (transformers' ``TextStreamer``) and returned."""
     from transformers import TextStreamer
 
-    grids = run.grids[[image]] if isinstance(image, int) else pooled_grids([image], run.cfg.image_size, run.cfg.side,
-                                                                          progress=False)  # fmt: skip
     streamer = TextStreamer(run.tokenizer, skip_prompt=True, skip_special_tokens=True) if stream else None
-    return answer(run, grids, [question], max_new_tokens=max_new_tokens, streamer=streamer)[0]
+    if isinstance(image, int):
+        return answer(run, [image], [question], max_new_tokens=max_new_tokens, streamer=streamer)[0]
+    grids = pooled_grids([image], run.cfg.image_size, run.cfg.side, progress=False)
+    regions = image_region_features([image], run.cfg.region_size, run.cfg.regions) if run.cfg.regions else None
+    return answer(run, grids, [question], max_new_tokens=max_new_tokens, streamer=streamer, regions=regions)[0]
 
 
 def quantize_int8(run: AssistantRun, keep: Sequence[str] = ("down_proj",)) -> AssistantRun:

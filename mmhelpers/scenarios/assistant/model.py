@@ -10,6 +10,10 @@ vocabulary projection (49,152 columns for SmolLM2) is computed at those position
 the saving. The LM stays frozen (stage 1 trains the projector alone); LoRA adapters (peft) or unfrozen top layers
 can train with it in stage 2. Checkpoints hold what trains (``state_dict`` leaves the frozen LM out), so a run's
 file is the projector's and adapters' size, not the LM's 517 MB.
+
+``regions=K`` adds K visual tokens, one per colour region of a parameter-free segmentation
+(:mod:`mmhelpers.regions`, as "bottom-up attention" VQA adds detector regions to a grid): each says where a region
+is, its shape (spread) and its colour, through a second small MLP. The batch then carries ``"regions"`` (B, K, 8).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from mmhelpers.regions import REGION_FEATURES
 
 from .chat import IGNORE
 
@@ -46,13 +52,20 @@ class Projector(nn.Module):
     embedding of each cell's place in the grid (a CNN's pooled channels say little about *where*; a ViT's patches
     carry their position embeddings, which is what LLaVA's and nanoVLM's projectors rely on)."""
 
-    def __init__(self, feat_dim: int, d_model: int, side: int = 4, hidden: int | None = None, coords: float = 0.0):
+    def __init__(self, feat_dim: int, d_model: int, side: int = 4, hidden: int | None = None, coords: float = 0.0,
+                 regions: int = 0):  # fmt: skip
         super().__init__()
-        self.side = side
+        self.side, self.n_regions = side, regions
         hidden = hidden or 2 * d_model
         self.mlp = nn.Sequential(
             nn.Linear(feat_dim + (2 if coords else 0), hidden), nn.GELU(), nn.Linear(hidden, d_model)
         )
+        if regions:  # one more token per colour region (mmhelpers.regions): its place, shape and colour, standardised
+            # with statistics of the training images' regions (init_region_scaling; saved with the weights)
+            dim = len(REGION_FEATURES)
+            self.region_mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, d_model))
+            self.register_buffer("region_shift", torch.zeros(dim - 1))
+            self.register_buffer("region_scale", torch.ones(dim - 1))
         self.cell = nn.Parameter(torch.zeros(side * side, d_model))  # starts at zero: the MLP's output alone
         # coords > 0: each cell's (x, y) in [-coords, coords] joins its channels at the MLP's input (CoordConv, and
         # the Relation Network's object coordinates), so a token says what is there *and* where in one vector
@@ -62,26 +75,47 @@ class Projector(nn.Module):
 
     @property
     def n_tokens(self) -> int:
-        return self.side * self.side
+        return self.side * self.side + self.n_regions
 
-    def forward(self, grids: torch.Tensor) -> torch.Tensor:
+    @torch.no_grad()
+    def init_region_scaling(self, regions: torch.Tensor) -> None:
+        """Standardise the region features (all but the presence flag) with the mean and standard deviation of
+        the regions present in ``regions`` (N, K, 8), the training images'."""
+        rows = regions.reshape(-1, regions.shape[-1])
+        rows = rows[rows[:, -1] > 0][:, :-1]
+        if len(rows) < 2:
+            raise ValueError(f"{len(rows)} regions in {len(regions)} images: too few to standardise the tokens")
+        self.region_shift.copy_(rows.mean(0))
+        self.region_scale.copy_(1.0 / rows.std(0).clamp_min(1e-3))
+
+    def forward(self, grids: torch.Tensor, regions: torch.Tensor | None = None) -> torch.Tensor:
+        """Grids (B, C, H, W) [and region features (B, K, 8)] -> (B, side*side [+ K], d_model)."""
         pooled = F.adaptive_avg_pool2d(grids, self.side)  # (B, C, side, side)
         if len(self.xy):
             pooled = torch.cat([pooled, self.xy.to(pooled.dtype).expand(len(pooled), -1, -1, -1)], dim=1)
-        return self.mlp(pooled.flatten(2).transpose(1, 2)) + self.cell  # (B, side*side, d_model)
+        tokens = self.mlp(pooled.flatten(2).transpose(1, 2)) + self.cell  # (B, side*side, d_model)
+        if not self.n_regions:
+            return tokens
+        if regions is None or regions.shape[1:] != (self.n_regions, len(REGION_FEATURES)):
+            got = None if regions is None else tuple(regions.shape)
+            raise ValueError(f"this projector reads {self.n_regions} regions an image, (B, {self.n_regions}, "
+                             f"{len(REGION_FEATURES)}) from mmhelpers.regions.image_region_features; got {got}")  # fmt: skip
+        present = regions[..., -1:]
+        feats = (regions[..., :-1] - self.region_shift) * self.region_scale * present  # padding rows stay 0
+        return torch.cat([tokens, self.region_mlp(torch.cat([feats, present], -1).to(tokens.dtype))], dim=1)
 
 
 class Assistant(nn.Module):
     """A pretrained causal LM that reads ``side*side`` projected visual tokens at its ``<image>`` placeholders."""
 
     def __init__(self, lm: nn.Module, feat_dim: int, side: int = 4, freeze_lm: bool = True, attention: str = "causal",
-                 coords: float = 0.0):  # fmt: skip
+                 coords: float = 0.0, regions: int = 0):  # fmt: skip
         super().__init__()
         if attention not in ATTENTION:
             raise ValueError(f"attention must be one of {ATTENTION}, got {attention!r}")
         self.lm = lm
         self.attention = attention
-        self.projector = Projector(feat_dim, lm.config.hidden_size, side, coords=coords)
+        self.projector = Projector(feat_dim, lm.config.hidden_size, side, coords=coords, regions=regions)
         if freeze_lm:
             lm.requires_grad_(False)
 
@@ -89,7 +123,8 @@ class Assistant(nn.Module):
     def n_image_tokens(self) -> int:
         return self.projector.n_tokens
 
-    def embed(self, input_ids: torch.Tensor, grids: torch.Tensor, image_positions: torch.Tensor) -> torch.Tensor:
+    def embed(self, input_ids: torch.Tensor, grids: torch.Tensor, image_positions: torch.Tensor,
+              regions: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         """Token embeddings with the visual tokens written in at ``image_positions`` (B, n_image_tokens).
 
         A batch without image tokens (text-only conversations, ``n_image_tokens=0``) is the LM's own embedding.
@@ -101,7 +136,7 @@ class Assistant(nn.Module):
         # any real token there instead; those rows are overwritten anyway
         ids = input_ids.index_put((rows, image_positions), torch.zeros_like(image_positions))
         emb = self.lm.get_input_embeddings()(ids)
-        visual = self.projector(grids.to(emb.dtype))
+        visual = self.projector(grids.to(emb.dtype), regions)
         return emb.index_put((rows, image_positions), visual.to(emb.dtype))  # autocast may hand back bf16
 
     def lm_mask(self, attention_mask: torch.Tensor, image_positions: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -111,15 +146,16 @@ class Assistant(nn.Module):
         sdpa = getattr(self.lm.config, "_attn_implementation", "eager") == "sdpa"  # takes booleans in any precision
         return prefix_lm_mask(attention_mask, image_positions, None if sdpa else dtype)
 
-    def hidden(self, input_ids, attention_mask, grids, image_positions, position_ids=None) -> torch.Tensor:
+    def hidden(self, input_ids, attention_mask, grids, image_positions, position_ids=None, regions=None
+               ) -> torch.Tensor:  # fmt: skip
         """The LM's last hidden states (B, L, d_model) for a batch with images."""
-        embeds = self.embed(input_ids, grids, image_positions)
+        embeds = self.embed(input_ids, grids, image_positions, regions)
         mask = self.lm_mask(attention_mask, image_positions, embeds.dtype)
         return self.lm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids).last_hidden_state
 
-    def forward(self, input_ids, attention_mask, grids, image_positions, labels) -> torch.Tensor:
+    def forward(self, input_ids, attention_mask, grids, image_positions, labels, regions=None) -> torch.Tensor:
         """Mean next-token cross-entropy over the assistant's reply tokens (positions whose label is not IGNORE)."""
-        h = self.hidden(input_ids, attention_mask, grids, image_positions)
+        h = self.hidden(input_ids, attention_mask, grids, image_positions, regions=regions)
         targets = labels[:, 1:]
         keep = targets != IGNORE  # position t predicts token t+1
         logits = self.lm.lm_head(h[:, :-1][keep])  # (n_reply_tokens, vocab): the vocabulary only where it is scored

@@ -40,11 +40,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from mmhelpers.engine import FitConfig, History, epoch_batch, eval_mode, fit, warmup_cosine
+from mmhelpers.engine import FitConfig, History, epoch_batch, eval_mode, fit, length_grouped_batch, warmup_cosine
 from mmhelpers.features import fingerprint
 from mmhelpers.image_grids import pooled_grids
 from mmhelpers.lm import SMOLLM2, load_causal_lm, smollm2_tokenizer, tiny_llama
 from mmhelpers.precision import autocast, resolve_precision
+from mmhelpers.regions import image_region_features
 from mmhelpers.scenarios.assistant.chat import EncodedChat, add_image_token, collate, encode_chat, encode_prompt
 from mmhelpers.scenarios.assistant.data import InstructionData, load_instructions
 from mmhelpers.scenarios.assistant.model import Assistant
@@ -95,6 +96,10 @@ class AssistantConfig:
     side: int = 4  # visual tokens per side after pooling: side*side tokens per image
     attention: str = "causal"  # "causal" (LLaVA, nanoVLM) | "prefix" (PaliGemma: image tokens see each other)
     coords: float = 0.0  # > 0: each visual token's grid (x, y), scaled to +-coords, joins the projector's input
+    # > 0: this many more visual tokens, one per colour region of the image (mmhelpers.regions: place, shape and
+    # colour from a classical segmentation at region_size px; rows past an image's last region are zero)
+    regions: int = 0
+    region_size: int = 64
     # data sizes (images per split: train, val, test)
     caption_split: tuple[int, int, int] = (800, 100, 100)
     scenes: tuple[int, int, int] = (800, 50, 50)
@@ -103,6 +108,8 @@ class AssistantConfig:
     describe_scenes: bool = False  # a caption per training scene naming each object and its place (stage 1 too)
     digits: tuple[int, int, int] = (800, 50, 50)
     max_length: int = 96  # tokens per conversation (the end is cut beyond)
+    # batches of conversations of similar length (less padding; transformers' group_by_length), in stages 1 and 2
+    group_by_length: bool = False
     # the system message of every conversation: "" an empty one; None the template's default (SmolLM2's "You are a
     # helpful AI assistant named SmolLM, ...": 16 more tokens per example, a quarter of a one-word question's 62)
     system: str | None = ""
@@ -177,6 +184,14 @@ class AssistantRun:
     grids: Tensor  # (n_images, 1280, side, side), pooled, frozen
     encoded: dict[str, list[EncodedChat]]  # split -> the examples of data.samples[split], encoded
     histories: dict[int, History]
+    regions: Tensor | None = None  # (n_images, cfg.regions, 8) region features (cfg.regions > 0)
+
+    def visual(self, rows: Sequence[int]) -> dict[str, Tensor]:
+        """The visual inputs of images ``rows``: ``{"grids": ...}`` and, with region tokens, ``"regions"``."""
+        out = {"grids": self.grids[list(rows)]}
+        if self.regions is not None:
+            out["regions"] = self.regions[list(rows)]
+        return out
 
     @property
     def n_image_tokens(self) -> int:
@@ -203,7 +218,12 @@ def prepare(cfg: AssistantConfig, progress: bool = True, data: InstructionData |
     lm, tok = load_lm(cfg)
     grids = pooled_grids(data.images, cfg.image_size, cfg.side, progress)
     torch.manual_seed(cfg.seed)
-    model = Assistant(lm, feat_dim=grids.shape[1], side=cfg.side, attention=cfg.attention, coords=cfg.coords)
+    model = Assistant(lm, feat_dim=grids.shape[1], side=cfg.side, attention=cfg.attention, coords=cfg.coords,
+                      regions=cfg.regions)  # fmt: skip
+    regions = None
+    if cfg.regions:
+        regions = image_region_features(data.images, cfg.region_size, cfg.regions)
+        model.projector.init_region_scaling(regions[sorted({s.image for s in data.samples["train"]})])
     n = model.n_image_tokens
     encoded = {split: [encode_chat(tok, s.turns, n, cfg.system, cfg.max_length) for s in samples]
                for split, samples in data.samples.items()}  # fmt: skip
@@ -211,7 +231,7 @@ def prepare(cfg: AssistantConfig, progress: bool = True, data: InstructionData |
     if cut:  # their last turns are never trained: a longer max_length, or fewer turns per conversation
         warnings.warn(f"{cut} of {len(encoded['train'])} training conversations are longer than "
                       f"max_length={cfg.max_length} tokens and lose their last turns", stacklevel=2)  # fmt: skip
-    return AssistantRun(cfg, data, tok, model, grids, encoded, {})
+    return AssistantRun(cfg, data, tok, model, grids, encoded, {}, regions)
 
 
 def add_lora(model: Assistant, cfg: AssistantConfig) -> int:
@@ -242,13 +262,15 @@ def _batches(run: AssistantRun, rows: Sequence[int], batch_size: int, seed: int,
     if text_only:  # stage 0: the same conversations without the image
         texts = {i: encode_chat(run.tokenizer, samples[i].turns, 0, run.cfg.system, run.cfg.max_length) for i in rows}
     B = min(batch_size, len(rows))
+    lengths = [len((texts if text_only else split)[i].input_ids) for i in rows]
 
     def batch(step: int) -> dict[str, Tensor]:
-        pick = [rows[k] for k in epoch_batch(len(rows), B, step, seed)]
+        if run.cfg.group_by_length:
+            pick = [rows[k] for k in length_grouped_batch(lengths, B, step, seed)]
+        else:
+            pick = [rows[k] for k in epoch_batch(len(rows), B, step, seed)]
         examples = [texts[i] for i in pick] if text_only else [split[i] for i in pick]
-        out = collate(examples, pad_id=pad)
-        out["grids"] = run.grids[[samples[i].image for i in pick]]
-        return out
+        return collate(examples, pad_id=pad) | run.visual([samples[i].image for i in pick])
 
     return batch
 
@@ -310,7 +332,8 @@ def train_stage(run: AssistantRun, stage: int, checkpoint_dir: str | Path | None
     sched = warmup_cosine(opt, min(cfg.warmup_steps, steps // 2), steps, cfg.min_lr_factor)
     fit_cfg = FitConfig(steps=steps, grad_clip=1.0, precision=cfg.precision, device=cfg.device,
                         checkpoint_every=cfg.checkpoint_every, progress=progress, desc=f"stage {stage}")  # fmt: skip
-    key = _run_key(cfg, stage, data=fingerprint([(s.image, s.turns) for s in samples]), grids=fingerprint(run.grids))
+    inputs = {"grids": fingerprint(run.grids)} | ({} if run.regions is None else {"regions": fingerprint(run.regions)})
+    key = _run_key(cfg, stage, data=fingerprint([(s.image, s.turns) for s in samples]), **inputs)
     run_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / f"stage{stage}-{key}"
     t0 = time.perf_counter()
     try:
@@ -341,7 +364,7 @@ def reply_loss(run: AssistantRun, split: str = "test", task: str | None = "capti
         for a in range(0, len(rows), bs):
             pick = rows[a : a + bs]
             batch = collate([enc[i] for i in pick], pad_id=run.tokenizer.pad_token_id)
-            batch["grids"] = run.grids[[samples[i].image for i in pick]]
+            batch |= run.visual([samples[i].image for i in pick])
             batch = {k: v.to(device) for k, v in batch.items()}
             n = int((batch["labels"][:, 1:] != -100).sum())
             total += float(model(**batch)) * n
@@ -363,7 +386,7 @@ def _greedy(model: Assistant, batch: dict[str, Tensor], max_new_tokens: int, sto
             ) -> list[list[int]]:  # fmt: skip
     """Greedy decoding of a left-padded batch with the LM's KV cache; the prompt pass uses the model's mask."""
     ids, mask, positions = batch["input_ids"], batch["attention_mask"], batch["image_positions"]
-    embeds = model.embed(ids, batch["grids"], positions)
+    embeds = model.embed(ids, batch["grids"], positions, batch.get("regions"))
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # as transformers' generate: left pads do not shift positions
     out = model.lm.model(inputs_embeds=embeds, attention_mask=model.lm_mask(mask, positions, embeds.dtype),
                          position_ids=position_ids, use_cache=True)  # fmt: skip
@@ -395,7 +418,7 @@ def _greedy(model: Assistant, batch: dict[str, Tensor], max_new_tokens: int, sto
 def _beams(model: Assistant, batch: dict[str, Tensor], max_new_tokens: int, stop: set[int], num_beams: int, pad_id: int
            ) -> list[list[int]]:  # fmt: skip
     """Beam search with transformers' ``generate`` from the prompt's embeddings (it returns the new tokens only)."""
-    embeds = model.embed(batch["input_ids"], batch["grids"], batch["image_positions"])
+    embeds = model.embed(batch["input_ids"], batch["grids"], batch["image_positions"], batch.get("regions"))
     out = model.lm.generate(inputs_embeds=embeds, attention_mask=batch["attention_mask"], num_beams=num_beams,
                             max_new_tokens=max_new_tokens, do_sample=False, early_stopping=True,
                             eos_token_id=sorted(stop), pad_token_id=pad_id)  # fmt: skip
@@ -408,13 +431,18 @@ def _beams(model: Assistant, batch: dict[str, Tensor], max_new_tokens: int, stop
 
 def answer(run: AssistantRun, image_rows: Sequence[int] | Tensor, questions: Sequence[str],
            max_new_tokens: int | None = None, batch_size: int | None = None, streamer=None,
-           progress: bool = False, num_beams: int = 1) -> list[str]:  # fmt: skip
+           progress: bool = False, num_beams: int = 1, regions: Tensor | None = None) -> list[str]:  # fmt: skip
     """Greedy replies to ``questions[k]`` about image ``image_rows[k]`` (a row of ``run.grids``, or grids
-    (N, C, h, w) of your own images from :func:`mmhelpers.image_grids.pooled_grids`). ``streamer`` (batch of one): transformers'
-    ``TextStreamer``/``TextIteratorStreamer``, fed token by token. ``num_beams > 1``: beam search through
-    transformers' ``generate`` on the prompt's embeddings (causal attention only)."""
+    (N, C, h, w) of your own images from :func:`mmhelpers.image_grids.pooled_grids`, with their ``regions`` from
+    :func:`mmhelpers.regions.image_region_features` when the model reads regions). ``streamer`` (batch of one):
+    transformers' ``TextStreamer``/``TextIteratorStreamer``, fed token by token. ``num_beams > 1``: beam search
+    through transformers' ``generate`` on the prompt's embeddings (causal attention only)."""
     model, tok = run.model, run.tokenizer
-    grids = image_rows if isinstance(image_rows, Tensor) else run.grids[list(image_rows)]
+    if isinstance(image_rows, Tensor):
+        visual = {"grids": image_rows} | ({} if regions is None else {"regions": regions})
+    else:
+        visual = run.visual(image_rows)
+    grids = visual["grids"]
     if len(grids) != len(questions):
         raise ValueError(f"{len(grids)} images but {len(questions)} questions")
     if streamer is not None and len(questions) != 1:
@@ -428,7 +456,7 @@ def answer(run: AssistantRun, image_rows: Sequence[int] | Tensor, questions: Seq
         for a in tqdm(range(0, len(questions), bs), desc="answers", disable=not progress):
             prompts = [encode_prompt(tok, q, n, run.cfg.system) for q in questions[a : a + bs]]
             batch = collate(prompts, pad_id=tok.pad_token_id, left_pad=True)
-            batch["grids"] = grids[a : a + bs]
+            batch |= {k: v[a : a + bs] for k, v in visual.items()}
             batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
             if streamer is not None:
                 streamer.put(batch["input_ids"][0].cpu())  # the prompt: a TextStreamer(skip_prompt=True) skips it

@@ -58,6 +58,7 @@ from mmhelpers.data.sort_of_clevr import (
 )
 from mmhelpers.engine import FitConfig, fit, warmup_cosine
 from mmhelpers.features import fingerprint
+from mmhelpers.regions import SPREAD_SCALE, pixel_coordinates  # noqa: F401  (pixel_coordinates: re-exported)
 from mmhelpers.vlm import MiniVLM, VLMConfig, grid_to_tokens
 
 __all__ = [
@@ -255,15 +256,7 @@ def _conv_relu(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.GroupNorm(1, c_out), nn.ReLU())
 
 
-SPREAD_SCALE = 50.0  # slots' position variance (in pixel_coordinates units) times this is O(1)
 REGION_CHANNELS = 7  # a region token's geometry and colour: x, y, x^2 + y^2, spread, r, g, b
-
-
-def pixel_coordinates(size: int) -> Tensor:
-    """(size*size, 3) x, y in [-1, 1] (0 on the image's centre lines) and x^2 + y^2 of each pixel, row-major."""
-    t = torch.linspace(-1, 1, size)
-    yy, xx = torch.meshgrid(t, t, indexing="ij")
-    return torch.stack([xx.flatten(), yy.flatten(), (xx**2 + yy**2).flatten()], dim=1)
 
 
 class ColourSlots(nn.Module):
