@@ -84,7 +84,7 @@ def test_region_features_say_where_each_object_is_its_shape_and_colour():
     spreads = {"circle": [], "square": []}
     for scene, rows in zip(scenes, feats, strict=True):
         image = render_scene(scene)
-        for colour, shape, cx, cy in scene.objects:
+        for _, shape, cx, cy in scene.objects:
             x, y = (cx - 31.5) / 31.5, (cy - 31.5) / 31.5
             k = int(torch.cdist(rows[:6, :2], torch.tensor([[x, y]])).argmin())
             assert abs(rows[k, 0] - x) < 0.05 and abs(rows[k, 1] - y) < 0.05  # its centre, within 1.6 px

@@ -419,9 +419,10 @@ def test_region_tokens_ride_along_in_training_answers_and_chat(tmp_path):
     assert by_row == by_tensor and by_row[0] == by_row[1]
     with pytest.raises(ValueError, match="regions an image"):
         answer(run, run.grids[rows], ["a", "b"], max_new_tokens=2)  # own grids without their regions
-    assert chat(run, data.images[scene], "Which?", max_new_tokens=3, stream=False) == answer(
-        run, [scene], ["Which?"], max_new_tokens=3
-    )[0]
+    assert (
+        chat(run, data.images[scene], "Which?", max_new_tokens=3, stream=False)
+        == answer(run, [scene], ["Which?"], max_new_tokens=3)[0]
+    )
 
 
 @needs_smollm2
