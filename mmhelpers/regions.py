@@ -41,8 +41,8 @@ __all__ = [
 ]
 
 # a region as a vector: mean x, y and x^2 + y^2 of its pixels (in [-1, 1], 0 on the centre lines), their spread
-# (variance of the position times SPREAD_SCALE: about 0.7 for a disc, 1.07 for a square), mean colour in [0, 1],
-# and 1 (a padding row, where the image has fewer regions, is all 0)
+# (variance of the position times SPREAD_SCALE: in a 64 px Sort-of-CLEVR scene about 0.40 for a disc and 0.67 for
+# a square), mean colour in [0, 1], and 1 (a padding row, where the image has fewer regions, is all 0)
 REGION_FEATURES = ("x", "y", "x2+y2", "spread", "r", "g", "b", "present")
 SPREAD_SCALE = 50.0
 
