@@ -51,22 +51,27 @@ def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None 
 class _NextLogits:
     """Next-token logits (B, V) for growing sequences, from a KV cache or by re-running the whole sequence."""
 
-    def __init__(self, model: MiniVLM, visual_tokens: Tensor | None, use_cache: bool):
+    def __init__(
+        self, model: MiniVLM, visual_tokens: Tensor | None, use_cache: bool, prefix_bias: Tensor | None = None
+    ):
         self.model, self.visual_tokens, self.use_cache = model, visual_tokens, use_cache
+        self.prefix_bias = prefix_bias
         self.cache: KVCache | None = None
 
     def __call__(self, seqs: Tensor) -> Tensor:
         """seqs (B, T): every token so far -> logits (B, V) for the token after them."""
         if not self.use_cache:
-            return self.model(seqs, visual_tokens=self.visual_tokens)[0][:, -1]
+            return self.model(seqs, visual_tokens=self.visual_tokens, prefix_bias=self.prefix_bias)[0][:, -1]
         if self.cache is None:
-            self.cache = self.model.new_cache(self.visual_tokens)
+            self.cache = self.model.new_cache(self.visual_tokens, self.prefix_bias)
         return self.model.forward_step(seqs[:, self.cache.n_text :], self.cache)[:, -1]
 
     def reorder(self, index: Tensor) -> None:
         """Follow a reordering of the batch rows (beam search)."""
         if self.visual_tokens is not None:
             self.visual_tokens = self.visual_tokens.index_select(0, index)
+        if self.prefix_bias is not None:
+            self.prefix_bias = self.prefix_bias.index_select(0, index)
         if self.cache is not None:
             self.cache.reorder(index)
 
@@ -148,6 +153,7 @@ def generate(
     use_cache: bool = True,
     eos_id: int | None = None,
     generator: torch.Generator | None = None,
+    prefix_bias: Tensor | None = None,
 ) -> Tensor:
     """Continue prompt (B, T0) by up to max_new_tokens; returns (B, T0 + new) ids, pad_id after each EOS.
 
@@ -156,7 +162,8 @@ def generate(
     and/or top-p; ``temperature=0`` is greedy; ``generator`` makes it reproducible) or "beam" (beams
     ranked by summed log-probability divided by the number of generated tokens; ``num_beams=1`` is
     greedy). ``eos_id`` defaults to ``model.cfg.eos_id``; pass -1 to never stop early. The model runs
-    in eval mode and is put back in its previous mode afterwards.
+    in eval mode and is put back in its previous mode afterwards. ``prefix_bias`` (B, nh, N, N): a bias on the
+    visual tokens' attention among themselves (prefix fusion; e.g. the VQA model's distance bias, ``model.prefix``).
 
     Arguments are checked whatever the strategy: max_new_tokens >= 0 (0 returns the prompt), a finite
     temperature >= 0 (0: greedy), top_k None or >= 1, top_p None or in (0, 1] (1: no nucleus); else ValueError.
@@ -181,7 +188,7 @@ def generate(
     was_training = model.training
     model.eval()
     try:
-        step = _NextLogits(model, None if visual is None else model.encode_visual(visual), use_cache)
+        step = _NextLogits(model, None if visual is None else model.encode_visual(visual), use_cache, prefix_bias)
         pad_id, sample = model.cfg.pad_id, strategy == "sample"
         if strategy == "beam":
             return _beam_search(step, prompt, max_new_tokens, num_beams, eos_id, pad_id)

@@ -78,6 +78,9 @@ class KVCache:
     memory: list[tuple[Tensor, Tensor]] | None = None  # cross fusion: per-layer visual keys, values (B, nh, P, hs)
     n_prefix: int = 0  # visual prefix positions held in k, v (prefix fusion)
     n_text: int = 0  # text positions held in k, v
+    # the prefix's hidden states after each block (B, P, C), kept on request (``new_cache(..., keep_states=True)``),
+    # e.g. for an auxiliary loss on the visual tokens
+    states: list[Tensor] | None = None
 
     def reorder(self, index: Tensor) -> None:
         """Select batch rows in place (beam search): every cached tensor is indexed by ``index`` along dim 0."""
@@ -85,6 +88,8 @@ class KVCache:
         self.v = [None if t is None else t.index_select(0, index) for t in self.v]
         if self.memory is not None:
             self.memory = [(k.index_select(0, index), v.index_select(0, index)) for k, v in self.memory]
+        if self.states is not None:
+            self.states = [x.index_select(0, index) for x in self.states]
 
 
 def grid_to_tokens(grid: Tensor) -> Tensor:
@@ -406,9 +411,12 @@ class MiniVLM(nn.Module):
 
     # ------------------------------------------------------------------ incremental decoding
 
-    def new_cache(self, visual_tokens: Tensor | None = None, prefix_bias: Tensor | None = None) -> KVCache:
+    def new_cache(
+        self, visual_tokens: Tensor | None = None, prefix_bias: Tensor | None = None, keep_states: bool = False
+    ) -> KVCache:
         """An empty cache; with visual tokens (B, P, C) the prefix (or each layer's cross keys/values) goes in once,
-        its attention among itself biased by ``prefix_bias`` (B, nh, P, P) when given."""
+        its attention among itself biased by ``prefix_bias`` (B, nh, P, P) when given. ``keep_states``: the prefix's
+        output of every block goes into ``cache.states`` (prefix fusion)."""
         cache = KVCache(k=[None] * self.cfg.n_layer, v=[None] * self.cfg.n_layer)
         if prefix_bias is not None and (visual_tokens is None or self.cfg.fusion != "prefix"):
             raise ValueError("prefix_bias needs visual tokens and prefix fusion")
@@ -420,8 +428,11 @@ class MiniVLM(nn.Module):
         P = visual_tokens.shape[1]
         x, mask = self.drop(visual_tokens), attention_mask(P, 0, "prefix", device=visual_tokens.device)  # (P, P)
         mask = with_prefix_bias(mask, prefix_bias)
+        cache.states = [] if keep_states else None
         for i, block in enumerate(self.blocks):
             x, (cache.k[i], cache.v[i]), _ = block(x, mask)
+            if cache.states is not None:
+                cache.states.append(x)
         cache.n_prefix = P
         return cache
 

@@ -208,11 +208,13 @@ def test_prototypes_start_at_the_six_colours(data):
 
 def test_loss_only_on_the_answer(data):
     assert data.questions.shape[-1] == QUESTION_LEN
-    m = _model()
+    m = _model(relation_aux=0.0)  # the auxiliary relational loss: test_relation_targets_...
     out = m(data.images, data.questions, data.answers)
     torch.testing.assert_close(out.loss, F.cross_entropy(out.logits.flatten(0, 1), data.answers.flatten()))
     # the logits are the decoder's next-token logits after the whole question, as a plain forward gives them
-    full = m.vlm(data.questions.flatten(0, 1), visual=m.slots(data.images).repeat_interleave(36, 0))[0]
+    tokens, bias = m.prefix(data.images)  # the projected region tokens and their distance bias
+    full = m.vlm(data.questions.flatten(0, 1), visual_tokens=tokens.repeat_interleave(36, 0),
+                 prefix_bias=bias.repeat_interleave(36, 0))[0]  # fmt: skip
     torch.testing.assert_close(out.logits.flatten(0, 1), full[:, -1], atol=1e-5, rtol=1e-4)
 
 
@@ -221,8 +223,8 @@ def test_cnn_runs_once_per_scene_and_matches_a_plain_forward(data):
     m.cnn.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[0]))
     logits = m(data.images, data.questions).logits  # (6, 36, V)
     assert calls == [len(data)]  # one pass over the 6 scenes, not 216 images
-    vis = m.visual_tokens(data.images).repeat_interleave(36, dim=0)  # the slots copied per question
-    plain, _ = m.vlm(data.questions.flatten(0, 1), visual_tokens=vis)  # no KV cache, prefix recomputed
+    vis, bias = (t.repeat_interleave(36, dim=0) for t in m.prefix(data.images))  # copied per question
+    plain, _ = m.vlm(data.questions.flatten(0, 1), visual_tokens=vis, prefix_bias=bias)  # no KV cache
     torch.testing.assert_close(logits.flatten(0, 1), plain[:, -1], atol=1e-5, rtol=1e-5)
 
 
@@ -240,8 +242,7 @@ def test_distance_bias_reads_neighbours_by_distance(data):
     torch.testing.assert_close(bias[0, 3, 1, :3], torch.tensor([2.0, 0.0, 4 * (1.3**2 + 0.4**2) ** 0.5]))
     assert bool((bias[..., 3] == -1e4).all())
     assert not VQAConfig.smoke(frontend="slots", distance_bias=True).distance_bias  # region tokens only
-    with pytest.raises(ValueError, match="distance_bias"):
-        VQAConfig.smoke(fusion="cross", distance_bias=True)
+    assert not VQAConfig.smoke(fusion="cross", distance_bias=True).distance_bias  # in the prefix only
     m = _model(frontend="regions", distance_bias=True)
     m.slotter.init_scaling(data.images)
     tokens, bias = m.prefix(data.images)
@@ -253,6 +254,53 @@ def test_distance_bias_reads_neighbours_by_distance(data):
     with torch.no_grad():
         m.distance.slope.fill_(-50.0)  # a sharper bias changes the answers' logits: the decoder reads it
     assert not torch.allclose(m(data.images, data.questions).logits.flatten(0, 1), logits, atol=1e-4)
+
+
+def test_relation_targets_are_each_regions_nearest_colour_and_furthest_shape(data):
+    """relation_aux: each region's targets, unstandardised, are the ink colour of the object nearest to it and the
+    spread of the one furthest from it, by the generator's own scene description (which the model never sees)."""
+    m = _model(frontend="regions", relation_aux=1.0)
+    m.slotter.init_scaling(data.images)
+    from mmhelpers.scenarios.mini_vlm.vqa import _ink
+
+    ink = _ink(data.images)
+    w = m.slotter.weights(ink)
+    target, has = m.slotter.relations(w, ink)
+    assert target.shape == (6, 10, 4) and has.sum(1).tolist() == [6] * 6  # the six objects; padding has none
+    sh, sc = m.slotter.shift, m.slotter.scale
+    colour = target[..., :3] / sc[4:7] + sh[4:7]  # back to ink colours
+    spread = target[..., 3] / sc[3] + sh[3]
+    centres = m.slotter.centres(w)  # (6, 10, 2) in [-1, 1]
+    for b, scene in enumerate(data.scenes):
+        objs = torch.tensor([[x, y] for _, _, x, y in scene.objects]) / 63 * 2 - 1  # (6, 2)
+        for k in range(6):
+            i = int(torch.cdist(centres[b, k][None], objs).argmin())  # the object this region is
+            d = torch.cdist(objs[i][None], objs)[0]
+            d[i] = float("nan")
+            near, far = int(d.nan_to_num(9.0).argmin()), int(d.nan_to_num(-1.0).argmax())
+            want = 1 - torch.tensor(RGB[scene.objects[near][0]], dtype=torch.float) / 255
+            torch.testing.assert_close(colour[b, k], want, atol=0.02, rtol=0)
+            # a square spreads further than a circle (0.67 against 0.40 at 64 px: mmhelpers.regions)
+            assert (spread[b, k] > 0.53) == (scene.objects[far][1] == "square")
+    # the loss: the answers' cross-entropy plus relation_aux times the head's squared error on the regions that
+    # have targets; the head learns from it, and the CNN and decoder below it too
+    out = m(data.images, data.questions, data.answers)
+    ce = F.cross_entropy(out.logits.flatten(0, 1), data.answers.flatten())
+    torch.testing.assert_close(out.loss, ce + out.relation_loss)
+    out.relation_loss.backward()
+    assert m.relation.weight.grad.abs().sum() > 0 and m.vlm.projector.fc.weight.grad.abs().sum() > 0
+    assert m.vlm.blocks[1].attn.c_attn.weight.grad is None  # block 2 is above the head's layer (relation_layer=1)
+    # inference and the answers are untouched by the head: no targets without answers, the same logits as without it
+    assert m(data.images, data.questions).relation_loss is None
+    tokens, bias = m.prefix(data.images)
+    plain, _ = m.vlm(data.questions.flatten(0, 1), visual_tokens=tokens.repeat_interleave(36, 0),
+                     prefix_bias=bias.repeat_interleave(36, 0))  # fmt: skip
+    torch.testing.assert_close(out.logits.flatten(0, 1), plain[:, -1], atol=1e-5, rtol=1e-4)
+    assert VQAConfig.smoke(frontend="slots", relation_aux=1.0).relation_aux == 0  # region tokens only
+    assert VQAConfig.smoke(fusion="cross", relation_aux=1.0).relation_aux == 0  # the prefix's states only
+    for bad in ({"relation_aux": -1.0}, {"relation_aux": 1.0, "relation_layer": 4}):
+        with pytest.raises(ValueError, match="relation"):
+            VQAConfig.smoke(**bad)
 
 
 @pytest.mark.parametrize("mode", ["question_only", "image_only"])
@@ -398,8 +446,11 @@ def test_a_palette_shifted_by_a_few_levels_costs_little(trained, monkeypatch):
 def test_generate_gives_the_predicted_answer(trained):
     m, vqa = trained.model, build_vqa_set(4, seed=7)
     slots = m.slots(vqa.images).repeat_interleave(36, dim=0)  # raw visual tokens, one copy per question
-    out = generate(m.vlm, slots, vqa.questions.flatten(0, 1), max_new_tokens=1)  # (144, L + 1)
-    assert torch.equal(out[:, -1].view(4, 36), m.predict(vqa.images, vqa.questions))
+    bias = m.prefix(vqa.images)[1].repeat_interleave(36, dim=0)  # the regions' distance bias (distance_bias)
+    for use_cache in (True, False):
+        out = generate(m.vlm, slots, vqa.questions.flatten(0, 1), max_new_tokens=1, prefix_bias=bias,
+                       use_cache=use_cache)  # (144, L + 1)  # fmt: skip
+        assert torch.equal(out[:, -1].view(4, 36), m.predict(vqa.images, vqa.questions))
 
 
 def test_checkpoint_resume_equals_uninterrupted(tmp_path):
