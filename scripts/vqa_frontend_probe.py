@@ -3,7 +3,7 @@
     python scripts/vqa_frontend_probe.py --frontend cells --curriculum 3000 --augment 0.5 --threads 1
     python scripts/vqa_frontend_probe.py --frontend slots                      # the committed recipe
 
-One full-length run (12,000 steps of 4 scenes) of ``train_vqa``, then ``robustness_table`` on the 1,000 test
+One full-length run (the recipe's 7,500 steps of 4 scenes unless ``--steps``) of ``train_vqa``, then ``robustness_table`` on the 1,000 test
 scenes (JPEG, colour shift, pixel noise, anti-aliased rendering). Prints the table and writes it with the test
 accuracies and validation curve to ``build/vqa_probe/<frontend>_s<seed>_c<curriculum>_a<augment>.json``; the
 checkpoint goes beside it, so a second call only re-scores. About 10 minutes at one thread. The README quotes
@@ -24,7 +24,7 @@ ap.add_argument("--frontend", choices=FRONTENDS, default="cells")
 ap.add_argument("--curriculum", type=int, default=3000, help="steps of left/right and top/bottom questions first")
 ap.add_argument("--augment", type=float, default=0.0, help="probability of each training corruption")
 ap.add_argument("--seed", type=int, default=0)
-ap.add_argument("--steps", type=int, default=12_000)
+ap.add_argument("--steps", type=int, default=VQAConfig().steps)
 ap.add_argument("--threads", type=int, default=1)
 ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="other VQAConfig fields (JSON values)")
 args = ap.parse_args()
@@ -35,7 +35,7 @@ cfg = VQAConfig(seed=args.seed, frontend=args.frontend, curriculum_steps=args.cu
                 steps=args.steps, **overrides)  # fmt: skip
 name = (
     f"{args.frontend}_s{args.seed}_c{args.curriculum}_a{args.augment:g}"
-    + (f"_steps{args.steps}" if args.steps != 12_000 else "")
+    + (f"_steps{args.steps}" if args.steps != VQAConfig().steps else "")
     + "".join(f"_{k}{v}" for k, v in overrides.items())
 )
 out = build_dir() / "vqa_probe"

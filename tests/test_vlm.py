@@ -179,13 +179,13 @@ def test_cache_matches_full_forward(fusion, with_visual):
 
 def test_cache_keeps_the_prefix_states_on_request():
     """``keep_states``: the prefix's output of every block, as a full pass computes it; reordered with the cache."""
-    m, (idx, vis) = _model("prefix", "linear"), _inputs()
+    m, (_, vis) = _model("prefix", "linear"), _inputs()
     vt = m.encode_visual(vis)
     assert m.new_cache(vt).states is None
     cache = m.new_cache(vt, keep_states=True)
     assert len(cache.states) == m.cfg.n_layer and cache.states[0].shape == vt.shape
     x, mask = vt, attention_mask(N, 0)
-    for block, state in zip(m.blocks, cache.states):
+    for block, state in zip(m.blocks, cache.states, strict=True):
         x = block(x, mask)[0]
         close(state, x)
     rows = torch.tensor([1, 0, 0])

@@ -1,7 +1,7 @@
 """The sizes the mini-VLM notebooks (03.01-03.05) run at: one place, so that every notebook builds the same configs.
 
 - ``"full"``: the committed results (``results/mini_vlm.json``), what ``DATA="real"`` runs: the captioning recipe's
-  and the VQA recipe's defaults (``CaptionConfig``, ``VQAConfig``: 12,000 VQA steps), 500-step VQA baselines.
+  and the VQA recipe's defaults (``CaptionConfig``, ``VQAConfig``: 7,500 VQA steps), 500-step VQA baselines.
 - ``"short"``: the embedded default, what ``make notebooks`` runs (the five notebooks in a few minutes on 2 cores):
   the same VQA model on a quarter of the schedule (:func:`short_vqa_config`), 150-step baselines (enough for
   the question-only one to reach the answer priors), and a smaller captioning run, decoder included, on the
@@ -35,15 +35,16 @@ BASELINE_STEPS = {"full": 500, "short": 150, "smoke": 100}  # VQA baselines' ste
 
 
 def short_vqa_config(**overrides: object) -> VQAConfig:
-    """The embedded default's VQA run: 3,000 steps instead of 12,000 (a quarter of the full run's schedule).
+    """The embedded default's VQA run: 3,000 steps instead of 7,500 (two fifths of the full run's schedule).
 
-    The same model and recipe as the full run on a quarter of its schedule (curriculum 500 steps instead of
+    The same model and recipe as the full run on two fifths of its schedule (curriculum 500 steps instead of
     1,000, warm-up 100, validation every 250) and 500 test scenes instead of 1,000. With the earlier colour-slot
     front end, seed 0's shape questions left their plateau after about 1,500 steps, all non-relational questions
     ended at 100% and the relational ones only started to rise above their answer priors. With the region front
     end and the earlier 2-layer decoder with a plain cosine schedule (seed 0, 2 threads, 2026-12-03): 99.9%
     non-relational, 40.6% relational (majority answer 33%), 2.2 min of VQA training, 5.1 min for the five
-    notebooks; not re-measured with the 3-layer recipe (a step costs about 1.5x). The full run (``DATA="real"`` or
+    notebooks; not re-measured with the 3-layer recipe (a step costs about 1.5x), the distance bias and the
+    relational auxiliary loss. The full run (``DATA="real"`` or
     ``SCHEDULE="full"``) is what ``results/mini_vlm.json`` holds.
     """
     base = dict(steps=3000, warmup_steps=100, curriculum_steps=500, eval_every=250, checkpoint_every=500,
