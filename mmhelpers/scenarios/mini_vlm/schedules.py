@@ -3,7 +3,7 @@
 - ``"full"``: the committed results (``results/mini_vlm.json``), what ``DATA="real"`` runs: the captioning recipe's
   and the VQA recipe's defaults (``CaptionConfig``, ``VQAConfig``: 7,500 VQA steps), 500-step VQA baselines.
 - ``"short"``: the embedded default, what ``make notebooks`` runs (the five notebooks in a few minutes on 2 cores):
-  the same VQA model on a quarter of the schedule (:func:`short_vqa_config`), 150-step baselines (enough for
+  the same VQA model on two fifths of the schedule (:func:`short_vqa_config`), 150-step baselines (enough for
   the question-only one to reach the answer priors), and a smaller captioning run, decoder included, on the
   generated scenes (:func:`short_caption_config`). The same recipes, in about a fifth of the time.
 - ``"smoke"``: ``SMOKE=True``, for the tests (``CaptionConfig.smoke``, ``VQAConfig.smoke``).
