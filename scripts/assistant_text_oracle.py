@@ -1,4 +1,4 @@
-"""Is the LM the bottleneck on the scene questions, or the visual tokens? Oracle scenes, three ways, through LoRA.
+"""Is the LM the bottleneck on the scene questions, or the visual tokens? Scenes given perfectly, through LoRA.
 
     python scripts/assistant_text_oracle.py --input text|objects|words|words4|regions|aligned [--steps 250] [--eval-every 50]
     python scripts/assistant_text_oracle.py --input aligned --align-only      # the alignment alone, its nearest words
@@ -26,8 +26,8 @@ recipe draws them), the recipe's question wording ("What shape is the red object
   region token to its best-matching phrase, contrasted across a batch of 64 scenes (``--align-steps`` steps, no
   LM forward: the embedding table only), then scaled to the phrases' mean norm; stage 2 trains it with LoRA.
 
-The non-relational answers (shape, left/right, top/bottom) are in all three; the relational ones (closest,
-furthest, count) need exact places, which ``text`` and ``words`` give only as quarters.
+The non-relational answers (shape, left/right, top/bottom) are in every input; the relational ones (closest,
+furthest, count) need exact places, which ``text``, ``words`` and ``words4`` give only as quarters.
 """
 
 import argparse
@@ -193,7 +193,9 @@ def main() -> None:
     torch.manual_seed(cfg.seed)
     model = Assistant(lm, feat_dim=8, side=1)
     dim = 8 if args.input in ("regions", "aligned") else 10
-    model.projector = ObjectTokens(dim, lm.config.hidden_size, args.input not in ("words", "words4"), n_tokens)
+    model.projector = ObjectTokens(
+        dim, lm.config.hidden_size, args.input in ("objects", "regions", "aligned"), n_tokens
+    )
     aligned = None
     if args.input == "aligned":
         aligned = align(model.projector, torch.stack(feats[:800]), [describe_scene(s) for s in scenes[:800]],
