@@ -268,12 +268,14 @@ def assistant(r: dict) -> str:
     p = q["prior"]
     a = lambda *k: _seeded(r, "questions", "accuracy", *k, percent=True)  # noqa: E731
     cl = lambda k: _seeded(r, "caption_loss", k, digits=2)  # noqa: E731
+    read = r.get("region_phrases") or {}  # the scenes written as text (AssistantConfig.region_phrases)
+    phrases = " + region phrases" if read else ""
     rows = [
         _seeds(r),
         "",
         "| captioning (Flickr8k, the mini VLM's 100 held-out images) | BLEU-4 | CIDEr-D | target |",
         "|---|---|---|---|",
-        f"| assistant: SmolLM2-135M-Instruct (frozen) + projector + LoRA | {_seeded(r, 'caption', 'bleu4')} | "
+        f"| assistant: SmolLM2-135M-Instruct (frozen) + projector + LoRA{phrases} | {_seeded(r, 'caption', 'bleu4')} | "
         f"{_seeded(r, 'caption', 'cider')} | above both rows below |",
         f"| mini VLM from scratch (03, committed, seed 0: the same photos) | {m['bleu4']:.3f} | {m['cider']:.3f} | |",
         f"| nearest-neighbour caption | {c['nn_bleu4']:.3f} | {c['nn_cider']:.3f} | |",
@@ -290,6 +292,16 @@ def assistant(r: dict) -> str:
         "Sort-of-CLEVR by question type: "
         + ", ".join(f"{t.replace('_', ' ')} {a(t)}" for t in QTYPES if t in q["accuracy"])
         + ".",
+        *(
+            [
+                "",
+                "Region phrases (each image's colour regions written as text before the question): "
+                f"{_seeded(r, 'region_phrases', 'objects_right', percent=True)} of the held-out scenes' objects "
+                f"written right, {_seeded(r, 'region_phrases', 'scenes_exact', percent=True)} of the scenes exactly.",
+            ]
+            if read
+            else []
+        ),
         "",
         f"Held-out caption loss per reply token (teacher-forced): untrained projector {cl('untrained')}, "
         f"after stage 1 {cl('stage1')}, after stage 2 {cl('stage2')}. Decoding: {r['decoding']}.",

@@ -38,6 +38,8 @@ def test_assistant_feature_extraction(tmp_path: Path):
     cost = m["visual_token_cost"]
     lengths = [cost[s]["sequence_length"] for s in ("1", "2", "4", "7")]
     assert lengths == [lengths[0] + n - 1 for n in (1, 4, 16, 49)]  # one position per visual token, nothing else
+    phrases = m["region_phrases"]  # the held-out scenes written as text: learned, not given
+    assert phrases["objects_right"] > 0.8 and phrases["untrained_objects_right"] < 0.3, phrases
 
 
 def test_assistant_fusion(tmp_path: Path):
@@ -60,5 +62,6 @@ def test_assistant_training_and_evaluation(tmp_path: Path):
     assert q["format_rate"] > 0.6 and q["n"] == 4 * 36 + 20
     assert e["captions"]["bleu4"] > 0.2  # template captions: the right words in the right order
     assert e["chat"]["reply"] and e["int8"]["int8_latency"]["seconds_per_reply"] > 0
+    assert e["region_phrases"]["objects_right"] > 0.8  # what the model read about the held-out scenes
     assert abs(e["int8"]["cider"] - e["captions"]["cider"]) < 0.3  # int8 keeps the (tiny) model's captions
     assert "results_json" not in e

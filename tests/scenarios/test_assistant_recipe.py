@@ -260,11 +260,11 @@ def test_prepare_warns_when_conversations_lose_their_last_turns():
 
     data = load_instructions("embedded", caption_split=(4, 1, 1), scenes=(2, 1, 1), digits=(0, 0, 0), scene_turns=6)
     cfg = replace(AssistantConfig().smoke(), scene_turns=6)
-    with pytest.warns(UserWarning, match="2 of 22 training conversations are longer than max_length=96"):
+    with pytest.warns(UserWarning, match="2 of 22 training conversations are longer than max_length=160"):
         prepare(cfg, progress=False, data=data)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        prepare(replace(cfg, max_length=256), progress=False, data=data)
+        prepare(replace(cfg, max_length=400), progress=False, data=data)
 
 
 def test_a_stage_is_keyed_by_its_own_and_earlier_settings_only():
@@ -415,10 +415,11 @@ def test_region_tokens_ride_along_in_training_answers_and_chat(tmp_path):
     rows = [scene, scene]
     by_row = answer(run, rows, ["What is the shape of the object that is red?"] * 2, max_new_tokens=4)
     by_tensor = answer(run, run.grids[rows], ["What is the shape of the object that is red?"] * 2,
-                       max_new_tokens=4, regions=run.regions[rows])  # fmt: skip
+                       max_new_tokens=4, regions=run.regions[rows],
+                       scene_text=run.describe([data.images[i] for i in rows]))  # fmt: skip
     assert by_row == by_tensor and by_row[0] == by_row[1]
     with pytest.raises(ValueError, match="regions an image"):
-        answer(run, run.grids[rows], ["a", "b"], max_new_tokens=2)  # own grids without their regions
+        answer(run, run.grids[rows], ["a", "b"], max_new_tokens=2, scene_text=["", ""])  # own grids, no regions
     assert (
         chat(run, data.images[scene], "Which?", max_new_tokens=3, stream=False)
         == answer(run, [scene], ["Which?"], max_new_tokens=3)[0]
@@ -439,3 +440,37 @@ def test_group_by_length_batches_conversations_of_similar_length():
     grouped = _batches(run, rows, 4, seed=0)
     assert np.mean([grouped(k)["input_ids"].shape[1] for k in range(12)]) < 0.9 * np.mean(plain)
     assert torch.equal(grouped(5)["input_ids"], grouped(5)["input_ids"])  # any step rebuilds (resuming)
+
+
+@needs_smollm2
+def test_region_phrases_are_read_before_the_first_question_in_training_answers_and_chat():
+    from mmhelpers.region_phrases import phrase_recall, split_phrases
+    from mmhelpers.scenarios.assistant.chat import IGNORE
+    from mmhelpers.scenarios.assistant.evaluate import chat
+    from mmhelpers.scenarios.assistant.recipe import AssistantConfig, answer, prepare
+
+    data = load_instructions("embedded", caption_split=(6, 1, 1), scenes=(60, 4, 4), digits=(4, 1, 1))
+    cfg = replace(AssistantConfig().smoke(), stage0_steps=2, stage1_steps=2, stage2_steps=2, checkpoint_every=0)
+    run = prepare(cfg, progress=False, data=data)
+    assert run.tagger is not None and len(run.scene_text) == len(data.images)
+    held_out = sorted({s.image for s in data.samples["test"] if s.task == "scene_qa"})
+    tagged = [split_phrases(run.scene_text[i]) for i in held_out]
+    assert phrase_recall(tagged, [data.descriptions[i] for i in held_out]) > 0.8  # learned from 60 descriptions
+    k, sample = next((k, s) for k, s in enumerate(data.samples["train"]) if s.task == "scene_qa")
+    ex, tok = run.encoded["train"][k], run.tokenizer
+    assert f"Scene: {run.scene_text[sample.image]}.\n{sample.turns[0][0]}" in tok.decode(ex.input_ids)
+    assert tok.decode(ex.input_ids[ex.labels != IGNORE]) == sample.turns[0][1] + "<|im_end|>\n"  # replies only
+    rows = [sample.image, held_out[0]]
+    by_row = answer(run, rows, ["What shape is the red object?"] * 2, max_new_tokens=3)
+    texts = run.describe([data.images[i] for i in rows])
+    assert texts == [run.scene_text[i] for i in rows]
+    assert answer(run, run.grids[rows], ["What shape is the red object?"] * 2, max_new_tokens=3,
+                  scene_text=texts) == by_row  # fmt: skip
+    with pytest.raises(ValueError, match="scene_text=run.describe"):
+        answer(run, run.grids[rows], ["a", "b"], max_new_tokens=2)  # own grids without their scene text
+    assert chat(run, data.images[held_out[0]], "Which?", max_new_tokens=3, stream=False) == answer(
+        run, [held_out[0]], ["Which?"], max_new_tokens=3
+    )[0]
+    with pytest.warns(UserWarning, match="no training image has a description"):
+        bare = prepare(cfg, progress=False, data=replace(data, descriptions={}))
+    assert bare.tagger is None and bare.scene_text is None and bare.describe([data.images[0]]) == [""]

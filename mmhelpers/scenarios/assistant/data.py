@@ -84,6 +84,9 @@ class InstructionData:
     samples: dict[str, list[Sample]]  # split -> examples of every task
     references: dict[int, list[str]]  # image -> its reference captions (caption images only)
     source: str
+    # image -> a description naming every object and where it is ("a blue circle at the top left, ... and a green
+    # square at the bottom right"): the generated scenes', every split; what AssistantConfig.region_phrases learns from
+    descriptions: dict[int, str] = field(default_factory=dict)
 
     def stage1(self, split: str) -> list[Sample]:
         """The caption examples of ``split``: stage 1 trains the projector on them alone."""
@@ -161,6 +164,7 @@ def _add_scenes(data: InstructionData, n_scenes: tuple[int, int, int], per_scene
             image = len(data.images)
             data.images.append(render_scene(scene))
             data.image_ids.append(f"clevr{seed + 1000}-{len(data.image_ids):05d}")
+            data.descriptions[image] = describe_scene(scene)
             qs = questions_for(scene)
             if split != "train":
                 for q in qs:

@@ -114,7 +114,8 @@ def chat(run: AssistantRun, image: str | Path | np.ndarray | int, question: str,
         return answer(run, [image], [question], max_new_tokens=max_new_tokens, streamer=streamer)[0]
     grids = pooled_grids([image], run.cfg.image_size, run.cfg.side, progress=False)
     regions = image_region_features([image], run.cfg.region_size, run.cfg.regions) if run.cfg.regions else None
-    return answer(run, grids, [question], max_new_tokens=max_new_tokens, streamer=streamer, regions=regions)[0]
+    return answer(run, grids, [question], max_new_tokens=max_new_tokens, streamer=streamer, regions=regions,
+                  scene_text=run.describe([image]))[0]
 
 
 def quantize_int8(run: AssistantRun, keep: Sequence[str] = ("down_proj",)) -> AssistantRun:

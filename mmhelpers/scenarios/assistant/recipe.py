@@ -45,6 +45,7 @@ from mmhelpers.features import fingerprint
 from mmhelpers.image_grids import pooled_grids
 from mmhelpers.lm import SMOLLM2, load_causal_lm, smollm2_tokenizer, tiny_llama
 from mmhelpers.precision import autocast, resolve_precision
+from mmhelpers.region_phrases import RegionTagger, fit_tagger, phrase_vector, write_phrases
 from mmhelpers.regions import image_region_features
 from mmhelpers.scenarios.assistant.chat import EncodedChat, add_image_token, collate, encode_chat, encode_prompt
 from mmhelpers.scenarios.assistant.data import InstructionData, load_instructions
@@ -62,6 +63,7 @@ __all__ = [
     "reply_loss",
     "answer",
     "stop_ids",
+    "scene_prompt",
 ]
 
 TINY = "tiny"  # AssistantConfig.lm: a randomly initialised small Llama with SmolLM2's tokenizer
@@ -100,6 +102,13 @@ class AssistantConfig:
     # colour from a classical segmentation at region_size px; rows past an image's last region are zero)
     regions: int = 0
     region_size: int = 64
+    # LENS-style (Berrios et al. 2023): each image's colour regions written as text before its first question,
+    # "Scene: a blue circle at the top left, ... and a green square at the bottom right.", each region as the phrase
+    # of the training descriptions it matches best (mmhelpers.region_phrases, learned in phrase_steps steps with no
+    # LM forward from data.descriptions, the training scenes'); images whose regions match none get no text. Data
+    # with no descriptions (your own captions folder) gets no text, with a warning.
+    region_phrases: bool = True
+    phrase_steps: int = 1000
     # data sizes (images per split: train, val, test)
     caption_split: tuple[int, int, int] = (800, 100, 100)
     scenes: tuple[int, int, int] = (800, 50, 50)
@@ -107,7 +116,7 @@ class AssistantConfig:
     scene_turns: int = 1  # questions per training conversation (LLaVA's multi-turn examples); held out: one each
     describe_scenes: bool = False  # a caption per training scene naming each object and its place (stage 1 too)
     digits: tuple[int, int, int] = (800, 50, 50)
-    max_length: int = 96  # tokens per conversation (the end is cut beyond)
+    max_length: int = 160  # tokens per conversation (the end is cut beyond); a scene's text is about 60
     # batches of conversations of similar length (less padding; transformers' group_by_length), in stages 1 and 2
     group_by_length: bool = False
     # the system message of every conversation: "" an empty one; None the template's default (SmolLM2's "You are a
@@ -160,7 +169,8 @@ class AssistantConfig:
                        side=2, caption_split=(120, 10, 10), scenes=(120, 4, 4), questions_per_scene=6,
                        digits=(200, 20, 20), stage0_steps=150, stage1_steps=150, stage1_batch_size=16,
                        stage1_lr=3e-3, stage2_steps=150, stage2_lr=3e-3, lora_r=8, lora_alpha=16,
-                       warmup_steps=10, max_new_tokens=12, checkpoint_every=50, precision="fp32", stage1_lm=True)  # fmt: skip
+                       warmup_steps=10, max_new_tokens=12, checkpoint_every=50, precision="fp32", stage1_lm=True,
+                       phrase_steps=300)  # fmt: skip
 
     def gpu(self) -> AssistantConfig:
         """A larger run for one GPU (``scripts/assistant_gpu.py``): all 49 visual tokens, stage 2 8x the steps at
@@ -185,6 +195,8 @@ class AssistantRun:
     encoded: dict[str, list[EncodedChat]]  # split -> the examples of data.samples[split], encoded
     histories: dict[int, History]
     regions: Tensor | None = None  # (n_images, cfg.regions, 8) region features (cfg.regions > 0)
+    tagger: RegionTagger | None = None  # cfg.region_phrases: regions -> phrases
+    scene_text: list[str] | None = None  # cfg.region_phrases: each image's regions as text ('' for none)
 
     def visual(self, rows: Sequence[int]) -> dict[str, Tensor]:
         """The visual inputs of images ``rows``: ``{"grids": ...}`` and, with region tokens, ``"regions"``."""
@@ -196,6 +208,44 @@ class AssistantRun:
     @property
     def n_image_tokens(self) -> int:
         return self.model.n_image_tokens
+
+    def describe(self, images: Sequence[str | Path | Any]) -> list[str]:
+        """Your own images (paths or RGB arrays) as the text the model reads before a question ('' without
+        ``cfg.region_phrases``): their regions, each as its best-matching training phrase."""
+        if self.tagger is None:
+            return [""] * len(images)
+        return [write_phrases(p) for p in self.tagger.tag(image_region_features(images, self.cfg.region_size,
+                                                                                 PHRASE_REGIONS))]  # fmt: skip
+
+
+PHRASE_REGIONS = 10  # regions an image for the region phrases (a Sort-of-CLEVR scene has six objects)
+
+
+def scene_prompt(question: str, scene_text: str) -> str:
+    """The question as the model reads it: after its image's region phrases (``cfg.region_phrases``), if any."""
+    return f"Scene: {scene_text}.\n{question}" if scene_text else question
+
+
+def _with_scene(turns: Sequence[tuple[str, str]], scene_text: str) -> list[tuple[str, str]]:
+    return [(scene_prompt(q, scene_text) if k == 0 else q, a) for k, (q, a) in enumerate(turns)]
+
+
+def fit_region_phrases(cfg: AssistantConfig, data: InstructionData, lm, tokenizer, progress: bool = True
+                       ) -> tuple[RegionTagger | None, list[str] | None]:  # fmt: skip
+    """The region tagger learned from the training images' ``data.descriptions`` (the LM's input embeddings give
+    each phrase its vector) and every image's regions written as text; ``(None, None)`` with a warning when no
+    training image has a description."""
+    train = sorted({s.image for s in data.samples["train"] if s.image in data.descriptions})
+    if len(train) < 2:
+        warnings.warn("region_phrases: no training image has a description (data.descriptions), so no image gets "
+                      "region phrases; set region_phrases=False to silence this", stacklevel=3)  # fmt: skip
+        return None, None
+    feats = image_region_features(data.images, cfg.region_size, PHRASE_REGIONS)
+    embedding = lm.get_input_embeddings()
+    tagger = fit_tagger(feats[train], [data.descriptions[i] for i in train],
+                        lambda p: phrase_vector(p, tokenizer, embedding), steps=cfg.phrase_steps, seed=cfg.seed,
+                        progress=progress)  # fmt: skip
+    return tagger, [write_phrases(p) for p in tagger.tag(feats)]
 
 
 def load_lm(cfg: AssistantConfig):
@@ -224,14 +274,16 @@ def prepare(cfg: AssistantConfig, progress: bool = True, data: InstructionData |
     if cfg.regions:
         regions = image_region_features(data.images, cfg.region_size, cfg.regions)
         model.projector.init_region_scaling(regions[sorted({s.image for s in data.samples["train"]})])
+    tagger, texts = fit_region_phrases(cfg, data, lm, tok, progress) if cfg.region_phrases else (None, None)
     n = model.n_image_tokens
-    encoded = {split: [encode_chat(tok, s.turns, n, cfg.system, cfg.max_length) for s in samples]
+    encoded = {split: [encode_chat(tok, _with_scene(s.turns, texts[s.image] if texts else ""), n, cfg.system,
+                                   cfg.max_length) for s in samples]
                for split, samples in data.samples.items()}  # fmt: skip
     cut = sum(e.truncated for e in encoded["train"])
     if cut:  # their last turns are never trained: a longer max_length, or fewer turns per conversation
         warnings.warn(f"{cut} of {len(encoded['train'])} training conversations are longer than "
                       f"max_length={cfg.max_length} tokens and lose their last turns", stacklevel=2)  # fmt: skip
-    return AssistantRun(cfg, data, tok, model, grids, encoded, {}, regions)
+    return AssistantRun(cfg, data, tok, model, grids, encoded, {}, regions, tagger, texts)
 
 
 def add_lora(model: Assistant, cfg: AssistantConfig) -> int:
@@ -260,7 +312,9 @@ def _batches(run: AssistantRun, rows: Sequence[int], batch_size: int, seed: int,
     samples = run.data.samples["train"]
     pad = run.tokenizer.pad_token_id
     if text_only:  # stage 0: the same conversations without the image
-        texts = {i: encode_chat(run.tokenizer, samples[i].turns, 0, run.cfg.system, run.cfg.max_length) for i in rows}
+        scene = run.scene_text or {}
+        texts = {i: encode_chat(run.tokenizer, _with_scene(samples[i].turns, scene[samples[i].image] if scene else ""),
+                                0, run.cfg.system, run.cfg.max_length) for i in rows}  # fmt: skip
     B = min(batch_size, len(rows))
     lengths = [len((texts if text_only else split)[i].input_ids) for i in rows]
 
@@ -431,20 +485,31 @@ def _beams(model: Assistant, batch: dict[str, Tensor], max_new_tokens: int, stop
 
 def answer(run: AssistantRun, image_rows: Sequence[int] | Tensor, questions: Sequence[str],
            max_new_tokens: int | None = None, batch_size: int | None = None, streamer=None,
-           progress: bool = False, num_beams: int = 1, regions: Tensor | None = None) -> list[str]:  # fmt: skip
+           progress: bool = False, num_beams: int = 1, regions: Tensor | None = None,
+           scene_text: Sequence[str] | None = None) -> list[str]:  # fmt: skip
     """Greedy replies to ``questions[k]`` about image ``image_rows[k]`` (a row of ``run.grids``, or grids
     (N, C, h, w) of your own images from :func:`mmhelpers.image_grids.pooled_grids`, with their ``regions`` from
-    :func:`mmhelpers.regions.image_region_features` when the model reads regions). ``streamer`` (batch of one):
+    :func:`mmhelpers.regions.image_region_features` when the model reads regions, and their ``scene_text`` from
+    :meth:`AssistantRun.describe` when it reads region phrases). ``streamer`` (batch of one):
     transformers' ``TextStreamer``/``TextIteratorStreamer``, fed token by token. ``num_beams > 1``: beam search
     through transformers' ``generate`` on the prompt's embeddings (causal attention only)."""
     model, tok = run.model, run.tokenizer
     if isinstance(image_rows, Tensor):
         visual = {"grids": image_rows} | ({} if regions is None else {"regions": regions})
+        if scene_text is None and run.tagger is not None:
+            raise ValueError("this model reads each image's region phrases before the question: pass "
+                             "scene_text=run.describe(images) with your images' grids")  # fmt: skip
     else:
         visual = run.visual(image_rows)
+        if scene_text is None and run.scene_text is not None:
+            scene_text = [run.scene_text[int(i)] for i in image_rows]
     grids = visual["grids"]
     if len(grids) != len(questions):
         raise ValueError(f"{len(grids)} images but {len(questions)} questions")
+    if scene_text is not None:
+        if len(scene_text) != len(questions):
+            raise ValueError(f"{len(scene_text)} scene texts but {len(questions)} questions")
+        questions = [scene_prompt(q, t) for q, t in zip(questions, scene_text, strict=True)]
     if streamer is not None and len(questions) != 1:
         raise ValueError("a streamer follows one conversation: pass one image and one question")
     if num_beams > 1 and (streamer is not None or model.attention != "causal"):
