@@ -5,7 +5,8 @@
 
 Each argument is an ``AssistantConfig`` field and a Python literal; the rest is the full CPU recipe (real data, seed 0,
 2 threads). Prints the answers' accuracy by question type beside the question prior and, with ``--captions``,
-BLEU/CIDEr-D of the held-out captions. The README's exploratory assistant runs of 2026-12-04 were made this way.
+BLEU/CIDEr-D of the held-out captions; with ``region_phrases=True``, how many held-out objects the scene text got
+right. The README's exploratory assistant runs of 2026-12-04 and 2026-12-05 were made this way.
 Checkpoints go to the cache (``assistant_try/``), keyed by the settings, so a finished run only re-scores.
 """
 
@@ -18,6 +19,7 @@ from dataclasses import fields, replace
 import torch
 
 from mmhelpers.paths import cache_root
+from mmhelpers.region_phrases import phrase_recall, split_phrases
 from mmhelpers.scenarios.assistant.evaluate import evaluate_captions, evaluate_questions
 from mmhelpers.scenarios.assistant.recipe import AssistantConfig, prepare, train_stage
 
@@ -47,6 +49,13 @@ def main() -> None:
     t0 = time.perf_counter()
     run = prepare(cfg)
     print("training examples:", run.data.tasks("train"), flush=True)
+    if run.scene_text is not None:  # region_phrases=True: how well the held-out scenes were written as text
+        held_out = sorted({s.image for s in run.data.samples["test"] if s.image in run.data.descriptions})
+        truth = [run.data.descriptions[i] for i in held_out]
+        right = phrase_recall([split_phrases(run.scene_text[i]) for i in held_out], truth)
+        exact = sum(run.scene_text[i] == t for i, t in zip(held_out, truth, strict=True)) / len(held_out)
+        print(f"region phrases: {right:.3f} of the held-out scenes' objects written right, {exact:.2f} of the "
+              f"scenes exactly; e.g. {run.scene_text[held_out[0]]!r}", flush=True)  # fmt: skip
     for stage in (1, 2):
         hist = train_stage(run, stage, checkpoint_dir=cache_root() / "assistant_try")
         print(f"stage {stage}: {hist.seconds:.0f} s", flush=True)

@@ -62,6 +62,5 @@ def test_assistant_training_and_evaluation(tmp_path: Path):
     assert q["format_rate"] > 0.6 and q["n"] == 4 * 36 + 20
     assert e["captions"]["bleu4"] > 0.2  # template captions: the right words in the right order
     assert e["chat"]["reply"] and e["int8"]["int8_latency"]["seconds_per_reply"] > 0
-    assert e["region_phrases"]["objects_right"] > 0.8  # what the model read about the held-out scenes
     assert abs(e["int8"]["cider"] - e["captions"]["cider"]) < 0.3  # int8 keeps the (tiny) model's captions
     assert "results_json" not in e

@@ -260,11 +260,11 @@ def test_prepare_warns_when_conversations_lose_their_last_turns():
 
     data = load_instructions("embedded", caption_split=(4, 1, 1), scenes=(2, 1, 1), digits=(0, 0, 0), scene_turns=6)
     cfg = replace(AssistantConfig().smoke(), scene_turns=6)
-    with pytest.warns(UserWarning, match="2 of 22 training conversations are longer than max_length=160"):
+    with pytest.warns(UserWarning, match="2 of 22 training conversations are longer than max_length=96"):
         prepare(cfg, progress=False, data=data)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        prepare(replace(cfg, max_length=400), progress=False, data=data)
+        prepare(replace(cfg, max_length=256), progress=False, data=data)
 
 
 def test_a_stage_is_keyed_by_its_own_and_earlier_settings_only():
@@ -447,10 +447,11 @@ def test_region_phrases_are_read_before_the_first_question_in_training_answers_a
     from mmhelpers.region_phrases import phrase_recall, split_phrases
     from mmhelpers.scenarios.assistant.chat import IGNORE
     from mmhelpers.scenarios.assistant.evaluate import chat
-    from mmhelpers.scenarios.assistant.recipe import AssistantConfig, answer, prepare
+    from mmhelpers.scenarios.assistant.recipe import AssistantConfig, _batches, answer, prepare, stage_rows
 
     data = load_instructions("embedded", caption_split=(6, 1, 1), scenes=(60, 4, 4), digits=(4, 1, 1))
-    cfg = replace(AssistantConfig().smoke(), stage0_steps=2, stage1_steps=2, stage2_steps=2, checkpoint_every=0)
+    cfg = replace(AssistantConfig().smoke(), region_phrases=True, max_length=160, stage0_steps=2, stage1_steps=2,
+                  stage2_steps=2, checkpoint_every=0)  # fmt: skip
     run = prepare(cfg, progress=False, data=data)
     assert run.tagger is not None and len(run.scene_text) == len(data.images)
     held_out = sorted({s.image for s in data.samples["test"] if s.task == "scene_qa"})
@@ -460,6 +461,11 @@ def test_region_phrases_are_read_before_the_first_question_in_training_answers_a
     ex, tok = run.encoded["train"][k], run.tokenizer
     assert f"Scene: {run.scene_text[sample.image]}.\n{sample.turns[0][0]}" in tok.decode(ex.input_ids)
     assert tok.decode(ex.input_ids[ex.labels != IGNORE]) == sample.turns[0][1] + "<|im_end|>\n"  # replies only
+    for stage in (0, 1):  # stages 0 and 1 read the plain prompts; stage 2 the scene's text too
+        ids = _batches(run, stage_rows(run, stage), 16, 0, text_only=stage == 0, plain=stage == 1)(0)["input_ids"]
+        assert not any("Scene:" in tok.decode(row) for row in ids)
+    ids = _batches(run, stage_rows(run, 2), len(stage_rows(run, 2)), 0)(0)["input_ids"]
+    assert sum("Scene:" in tok.decode(row) for row in ids) >= 60 * 6  # every scene question
     rows = [sample.image, held_out[0]]
     by_row = answer(run, rows, ["What shape is the red object?"] * 2, max_new_tokens=3)
     texts = run.describe([data.images[i] for i in rows])
@@ -468,9 +474,10 @@ def test_region_phrases_are_read_before_the_first_question_in_training_answers_a
                   scene_text=texts) == by_row  # fmt: skip
     with pytest.raises(ValueError, match="scene_text=run.describe"):
         answer(run, run.grids[rows], ["a", "b"], max_new_tokens=2)  # own grids without their scene text
-    assert chat(run, data.images[held_out[0]], "Which?", max_new_tokens=3, stream=False) == answer(
-        run, [held_out[0]], ["Which?"], max_new_tokens=3
-    )[0]
+    assert (
+        chat(run, data.images[held_out[0]], "Which?", max_new_tokens=3, stream=False)
+        == answer(run, [held_out[0]], ["Which?"], max_new_tokens=3)[0]
+    )
     with pytest.warns(UserWarning, match="no training image has a description"):
         bare = prepare(cfg, progress=False, data=replace(data, descriptions={}))
     assert bare.tagger is None and bare.scene_text is None and bare.describe([data.images[0]]) == [""]

@@ -73,6 +73,8 @@ _EVAL_FIELDS = ("max_new_tokens", "num_beams", "eval_batch_size", "device", "che
 _LATER = {  # fields a stage's checkpoint does not depend on: those of the stages after it
     0: ("stage1_steps", "stage1_lr", "stage1_lm"),  # stage 0 batches as stage 1 does: stage1_batch_size counts
     1: (
+        "region_phrases",  # stages 0 and 1 read the plain prompts
+        "phrase_steps",
         "finetune",
         "stage2_steps",
         "stage2_batch_size",
@@ -102,12 +104,14 @@ class AssistantConfig:
     # colour from a classical segmentation at region_size px; rows past an image's last region are zero)
     regions: int = 0
     region_size: int = 64
-    # LENS-style (Berrios et al. 2023): each image's colour regions written as text before its first question,
-    # "Scene: a blue circle at the top left, ... and a green square at the bottom right.", each region as the phrase
-    # of the training descriptions it matches best (mmhelpers.region_phrases, learned in phrase_steps steps with no
-    # LM forward from data.descriptions, the training scenes'); images whose regions match none get no text. Data
-    # with no descriptions (your own captions folder) gets no text, with a warning.
-    region_phrases: bool = True
+    # LENS-style (Berrios et al. 2023): in stage 2 and in answers, each image's colour regions written as text before
+    # its first question, "Scene: a blue circle at the top left, ... and a green square at the bottom right.", each
+    # region as the phrase of the training descriptions it matches best (mmhelpers.region_phrases, learned in
+    # phrase_steps steps with no LM forward from data.descriptions, the training scenes'); images whose regions match
+    # none get no text. Stages 0 and 1 read the plain prompts, so their checkpoints do not depend on it. A scene's
+    # text is about 50 tokens: give max_length=160. Data with no descriptions (your own folder) gets no text, with a
+    # warning. Off: not yet run over three seeds (see the README).
+    region_phrases: bool = False
     phrase_steps: int = 1000
     # data sizes (images per split: train, val, test)
     caption_split: tuple[int, int, int] = (800, 100, 100)
@@ -116,7 +120,7 @@ class AssistantConfig:
     scene_turns: int = 1  # questions per training conversation (LLaVA's multi-turn examples); held out: one each
     describe_scenes: bool = False  # a caption per training scene naming each object and its place (stage 1 too)
     digits: tuple[int, int, int] = (800, 50, 50)
-    max_length: int = 160  # tokens per conversation (the end is cut beyond); a scene's text is about 60
+    max_length: int = 96  # tokens per conversation (the end is cut beyond)
     # batches of conversations of similar length (less padding; transformers' group_by_length), in stages 1 and 2
     group_by_length: bool = False
     # the system message of every conversation: "" an empty one; None the template's default (SmolLM2's "You are a
@@ -197,6 +201,7 @@ class AssistantRun:
     regions: Tensor | None = None  # (n_images, cfg.regions, 8) region features (cfg.regions > 0)
     tagger: RegionTagger | None = None  # cfg.region_phrases: regions -> phrases
     scene_text: list[str] | None = None  # cfg.region_phrases: each image's regions as text ('' for none)
+    plain: dict[int, EncodedChat] | None = None  # cfg.region_phrases: stage 1's captions without the text, built once
 
     def visual(self, rows: Sequence[int]) -> dict[str, Tensor]:
         """The visual inputs of images ``rows``: ``{"grids": ...}`` and, with region tokens, ``"regions"``."""
@@ -306,15 +311,21 @@ def add_lora(model: Assistant, cfg: AssistantConfig) -> int:
     return sum(p.numel() for n, p in model.lm.named_parameters() if "lora_" in n)
 
 
-def _batches(run: AssistantRun, rows: Sequence[int], batch_size: int, seed: int, text_only: bool = False
-             ) -> Callable[[int], dict[str, Tensor]]:  # fmt: skip
+def _batches(run: AssistantRun, rows: Sequence[int], batch_size: int, seed: int, text_only: bool = False,
+             plain: bool = False) -> Callable[[int], dict[str, Tensor]]:  # fmt: skip
     split = run.encoded["train"]
     samples = run.data.samples["train"]
     pad = run.tokenizer.pad_token_id
-    if text_only:  # stage 0: the same conversations without the image
-        scene = run.scene_text or {}
-        texts = {i: encode_chat(run.tokenizer, _with_scene(samples[i].turns, scene[samples[i].image] if scene else ""),
-                                0, run.cfg.system, run.cfg.max_length) for i in rows}  # fmt: skip
+    if text_only:  # stage 0: the same conversations without the image (and without region phrases)
+        texts = {i: encode_chat(run.tokenizer, samples[i].turns, 0, run.cfg.system, run.cfg.max_length) for i in rows}
+    elif plain and run.scene_text is not None:  # stage 1 reads the plain prompts: the same encodings as without them
+        if run.plain is None:
+            run.plain = {}
+        for i in rows:
+            if i not in run.plain:
+                run.plain[i] = encode_chat(run.tokenizer, samples[i].turns, run.n_image_tokens, run.cfg.system,
+                                           run.cfg.max_length)  # fmt: skip
+        split = run.plain
     B = min(batch_size, len(rows))
     lengths = [len((texts if text_only else split)[i].input_ids) for i in rows]
 
@@ -391,8 +402,9 @@ def train_stage(run: AssistantRun, stage: int, checkpoint_dir: str | Path | None
     run_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / f"stage{stage}-{key}"
     t0 = time.perf_counter()
     try:
-        hist = fit(model, opt, _batches(run, rows, bs, cfg.seed + stage, text_only=stage == 0), _loss, fit_cfg,
-                   scheduler=sched, run_dir=run_dir, resume=resume if run_dir else None,
+        batches = _batches(run, rows, bs, cfg.seed + stage, text_only=stage == 0, plain=stage == 1)
+        hist = fit(model, opt, batches, _loss, fit_cfg, scheduler=sched, run_dir=run_dir,
+                   resume=resume if run_dir else None,
                    fingerprint={"recipe": "assistant-1", "key": key}, stop_at=stop_at)  # fmt: skip
     finally:
         if stage in (0, 1):  # the LM is frozen again for the stages that follow
