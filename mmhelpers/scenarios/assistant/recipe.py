@@ -18,6 +18,9 @@
    (``lora_targets``; the MLP's too on a GPU); or ``finetune="frozen"``: the projector alone again, on the mixture.
 5. **Answers**: greedy decoding with transformers' KV cache (:func:`answer`), any streamer with
    ``put``/``end`` (transformers' ``TextStreamer``, ``TextIteratorStreamer``) for chat.
+6. **Region phrases** (``region_phrases=True``, off by default): each image's colour regions written as text before
+   its first question in stage 2 and in answers, each region as the training descriptions' phrase it matches
+   (:func:`fit_region_phrases`, :mod:`mmhelpers.region_phrases`), as LENS puts a tagger in front of a frozen LM.
 
 A tiny random Llama (``lm="tiny"``, same code path) cannot be steered through a projector alone, as a pretrained
 LM can; so the smoke configuration first pre-trains it on the training replies as text (stage 0) and then
@@ -64,6 +67,7 @@ __all__ = [
     "answer",
     "stop_ids",
     "scene_prompt",
+    "fit_region_phrases",
 ]
 
 TINY = "tiny"  # AssistantConfig.lm: a randomly initialised small Llama with SmolLM2's tokenizer
