@@ -239,17 +239,19 @@ def _with_scene(turns: Sequence[tuple[str, str]], scene_text: str) -> list[tuple
     return [(scene_prompt(q, scene_text) if k == 0 else q, a) for k, (q, a) in enumerate(turns)]
 
 
-def fit_region_phrases(cfg: AssistantConfig, data: InstructionData, lm, tokenizer, progress: bool = True
-                       ) -> tuple[RegionTagger | None, list[str] | None]:  # fmt: skip
+def fit_region_phrases(cfg: AssistantConfig, data: InstructionData, lm, tokenizer, progress: bool = True,
+                       feats: Tensor | None = None) -> tuple[RegionTagger | None, list[str] | None]:  # fmt: skip
     """The region tagger learned from the training images' ``data.descriptions`` (the LM's input embeddings give
     each phrase its vector) and every image's regions written as text; ``(None, None)`` with a warning when no
-    training image has a description."""
+    training image has a description. ``feats``: the images' region features, if already computed
+    (``image_region_features(data.images, cfg.region_size, PHRASE_REGIONS)``)."""
     train = sorted({s.image for s in data.samples["train"] if s.image in data.descriptions})
     if len(train) < 2:
         warnings.warn("region_phrases: no training image has a description (data.descriptions), so no image gets "
                       "region phrases; set region_phrases=False to silence this", stacklevel=3)  # fmt: skip
         return None, None
-    feats = image_region_features(data.images, cfg.region_size, PHRASE_REGIONS)
+    if feats is None:
+        feats = image_region_features(data.images, cfg.region_size, PHRASE_REGIONS)
     embedding = lm.get_input_embeddings()
     tagger = fit_tagger(feats[train], [data.descriptions[i] for i in train],
                         lambda p: phrase_vector(p, tokenizer, embedding), steps=cfg.phrase_steps, seed=cfg.seed,
