@@ -63,4 +63,5 @@ def test_assistant_training_and_evaluation(tmp_path: Path):
     assert e["captions"]["bleu4"] > 0.2  # template captions: the right words in the right order
     assert e["chat"]["reply"] and e["int8"]["int8_latency"]["seconds_per_reply"] > 0
     assert abs(e["int8"]["cider"] - e["captions"]["cider"]) < 0.3  # int8 keeps the (tiny) model's captions
+    assert e["region_phrases"]["objects_right"] > 0.8  # the default reads the held-out scenes as text, learned
     assert "results_json" not in e

@@ -259,7 +259,7 @@ def test_prepare_warns_when_conversations_lose_their_last_turns():
     from mmhelpers.scenarios.assistant.recipe import AssistantConfig, prepare
 
     data = load_instructions("embedded", caption_split=(4, 1, 1), scenes=(2, 1, 1), digits=(0, 0, 0), scene_turns=6)
-    cfg = replace(AssistantConfig().smoke(), scene_turns=6)
+    cfg = replace(AssistantConfig().smoke(), scene_turns=6, max_length=96, region_phrases=False)
     with pytest.warns(UserWarning, match="2 of 22 training conversations are longer than max_length=96"):
         prepare(cfg, progress=False, data=data)
     with warnings.catch_warnings():

@@ -18,9 +18,10 @@
    (``lora_targets``; the MLP's too on a GPU); or ``finetune="frozen"``: the projector alone again, on the mixture.
 5. **Answers**: greedy decoding with transformers' KV cache (:func:`answer`), any streamer with
    ``put``/``end`` (transformers' ``TextStreamer``, ``TextIteratorStreamer``) for chat.
-6. **Region phrases** (``region_phrases=True``, off by default): each image's colour regions written as text before
-   its first question in stage 2 and in answers, each region as the training descriptions' phrase it matches
-   (:func:`fit_region_phrases`, :mod:`mmhelpers.region_phrases`), as LENS puts a tagger in front of a frozen LM.
+6. **Region phrases** (``region_phrases=True``, the default; off gives the plain LLaVA recipe): each image's colour
+   regions written as text before its first question in stage 2 and in answers, each region as the training
+   descriptions' phrase it matches (:func:`fit_region_phrases`, :mod:`mmhelpers.region_phrases`), as LENS puts a
+   tagger in front of a frozen LM. It learns from the training scenes' descriptions, which name every object.
 
 A tiny random Llama (``lm="tiny"``, same code path) cannot be steered through a projector alone, as a pretrained
 LM can; so the smoke configuration first pre-trains it on the training replies as text (stage 0) and then
@@ -113,9 +114,9 @@ class AssistantConfig:
     # region as the phrase of the training descriptions it matches best (mmhelpers.region_phrases, learned in
     # phrase_steps steps with no LM forward from data.descriptions, the training scenes'); images whose regions match
     # none get no text. Stages 0 and 1 read the plain prompts, so their checkpoints do not depend on it. A scene's
-    # text is about 50 tokens: give max_length=160. Data with no descriptions (your own folder) gets no text, with a
-    # warning. Off: not yet run over three seeds (see the README).
-    region_phrases: bool = False
+    # text is about 50 tokens (max_length 160). Data with no descriptions (your own folder) gets no text, with a
+    # warning. Off: the plain LLaVA recipe, whose scene answers stay near the question prior (see the README).
+    region_phrases: bool = True
     phrase_steps: int = 1000
     # data sizes (images per split: train, val, test)
     caption_split: tuple[int, int, int] = (800, 100, 100)
@@ -124,7 +125,7 @@ class AssistantConfig:
     scene_turns: int = 1  # questions per training conversation (LLaVA's multi-turn examples); held out: one each
     describe_scenes: bool = False  # a caption per training scene naming each object and its place (stage 1 too)
     digits: tuple[int, int, int] = (800, 50, 50)
-    max_length: int = 96  # tokens per conversation (the end is cut beyond)
+    max_length: int = 160  # tokens per conversation (the end is cut beyond); 96 holds the plain prompts
     # batches of conversations of similar length (less padding; transformers' group_by_length), in stages 1 and 2
     group_by_length: bool = False
     # the system message of every conversation: "" an empty one; None the template's default (SmolLM2's "You are a
@@ -184,8 +185,9 @@ class AssistantConfig:
         """A larger run for one GPU (``scripts/assistant_gpu.py``): all 49 visual tokens, stage 2 8x the steps at
         4x the batch, LoRA on all seven projections, bf16, 12 questions on each of 3,000 scenes and 3,000 digits.
         Stage 1 stays near five passes over the 4,000 captions (300 steps of 64): on an H200, 1,000 steps over-fit
-        the projector (held-out caption loss 3.11 against 2.75 after 300)."""
+        the projector (held-out caption loss 3.11 against 2.75 after 300). Without region phrases, as it ran."""
         return replace(self, side=7, scenes=(3000, 50, 50), questions_per_scene=12, digits=(3000, 50, 50),
+                       region_phrases=False, max_length=96,  # as its committed run (not yet run with them)
                        stage1_steps=300, stage1_batch_size=64, stage2_steps=2000, stage2_batch_size=64,
                        stage2_lr=2e-4, lora_r=32, lora_alpha=64, lora_targets=ATTENTION_PROJECTIONS + MLP_PROJECTIONS,
                        warmup_steps=100, eval_batch_size=128, precision="bf16", device="cuda")  # fmt: skip
