@@ -309,8 +309,8 @@ def assistant(r: dict) -> str:
         f"int8 dynamic quantisation of the LM (CPU chat, batch of one): {i8['base_latency']['seconds_per_reply']:.2f} s "
         f"({i8['base_precision']}) -> {i8['int8_latency']['seconds_per_reply']:.2f} s per caption ({i8['speedup']:.1f}x), CIDEr-D "
         f"{c['cider']:.3f} -> {_seeded(r, 'int8', 'cider')}. Chat example ({r['chat']['question']!r}): {r['chat']['reply']!r}. "
-        f"Training: stage 1 {r['stage_seconds']['1'] / 60:.1f} min, stage 2 {r['stage_seconds']['2'] / 60:.1f} min, "
-        f"{int(r['threads'])} threads. {runtime(r)}{' per seed' if r.get('seeds') else ''}; "
+        f"Training ({i8['base_precision']}): stage 1 {r['stage_seconds']['1'] / 60:.1f} min, stage 2 "
+        f"{r['stage_seconds']['2'] / 60:.1f} min, {int(r['threads'])} threads. {_runtimes(r)}; "
         f"reproduce with `{r['command']}`.",
     ]
     return "\n".join(rows)
