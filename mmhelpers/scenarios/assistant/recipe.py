@@ -560,7 +560,8 @@ def notebook_config(
 ) -> AssistantConfig:
     """The notebooks' settings: ``smoke`` (a tiny random Llama, seconds); ``data="real"``: the full run
     (SmolLM2, Flickr8k + Sort-of-CLEVR + MNIST); the embedded default or your folder: a short run on SmolLM2
-    (small images, a few hundred examples per task, about 3 minutes on 2 cores)."""
+    (small images, a few hundred examples per task: the five notebooks in 13 min on 2 cores without AMX, fp32,
+    with region phrases, 2026-12-05)."""
     cfg = AssistantConfig(data=data, seed=seed, device=device)
     if smoke:
         return cfg.smoke()
