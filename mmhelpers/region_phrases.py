@@ -84,6 +84,8 @@ class RegionTagger(nn.Module):
         self.register_buffer("std", std.float())
         self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, vectors.shape[1]))
         self.register_buffer("threshold", torch.tensor(-1.0))  # set by fit_tagger: below it a region is not written
+        # set by fit_tagger: an image whose share of regions at or above the threshold is below it gets no phrase
+        self.register_buffer("coverage", torch.tensor(0.0))
 
     def forward(self, feats: Tensor) -> Tensor:
         x = torch.cat([(feats[..., :-1] - self.mean) / self.std, feats[..., -1:]], -1) * feats[..., -1:]
@@ -97,9 +99,13 @@ class RegionTagger(nn.Module):
     @torch.no_grad()
     def tag(self, feats: Tensor) -> list[list[str]]:
         """Each image's present regions whose best cosine reaches ``threshold``, as that phrase, in reading order
-        (regions in the top half first, each half left to right; features 0 and 1 are x and y in [-1, 1])."""
+        (regions in the top half first, each half left to right; features 0 and 1 are x and y in [-1, 1]); none for
+        an image where fewer than ``coverage`` of its regions reach it (an image unlike the training ones)."""
         best, which = self.scores(feats).max(-1)  # (B, K)
-        keep = (feats[..., -1] > 0) & (best >= self.threshold)
+        present = feats[..., -1] > 0
+        keep = present & (best >= self.threshold)
+        share = keep.sum(-1) / present.sum(-1).clamp_min(1)
+        keep &= (share >= self.coverage)[:, None]
         out = []
         for b in range(len(feats)):
             rows = sorted(keep[b].nonzero().flatten().tolist(), key=lambda k: (float(feats[b, k, 1]) >= 0,
@@ -110,13 +116,15 @@ class RegionTagger(nn.Module):
 
 def fit_tagger(feats: Tensor, descriptions: Sequence[str], vector: Callable[[str], Tensor], steps: int = 1000,
                batch_size: int = 64, lr: float = 1e-3, temperature: float = 0.05, seed: int = 0,
-               quantile: float = 0.01, progress: bool = True) -> RegionTagger:  # fmt: skip
+               quantile: float = 0.01, coverage: float = 0.0, progress: bool = True) -> RegionTagger:  # fmt: skip
     """Learn a :class:`RegionTagger` from images' region features (N, K, F) and one description each.
 
     FILIP's token-wise similarity between an image's regions and a description's phrases (the mean over phrases of
     their best region's cosine, and over present regions of their best phrase's), contrasted both ways across
     ``batch_size`` images per step. ``threshold`` becomes the ``quantile`` of the best cosine of the training
-    regions, so a region unlike any seen in training (a photo's patch of sky, next to scenes) is left out.
+    regions, so a region unlike any seen in training (a photo's patch of sky, next to scenes) is left out; and an
+    image gets no phrase at all when fewer than ``coverage`` of its regions reach it: a photo matches a few of its
+    colour patches by chance, a scene like the training ones nearly all its regions (see ``AssistantConfig``).
     """
     if len(feats) != len(descriptions) or len(feats) < 2:
         raise ValueError(f"fit_tagger needs one description per image and two or more: {len(feats)} images, "
@@ -156,4 +164,5 @@ def fit_tagger(feats: Tensor, descriptions: Sequence[str], vector: Callable[[str
         opt.step()
     best = tagger.scores(feats).max(-1).values[present]
     tagger.threshold.fill_(float(torch.quantile(best, quantile)))
+    tagger.coverage.fill_(coverage)
     return tagger.eval()

@@ -2,6 +2,7 @@
 
 import zlib
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -50,6 +51,24 @@ def test_tagger_learns_each_objects_phrase_from_scene_descriptions_alone(scenes)
     assert [t.endswith(("top left", "top right")) for t in tags] == sorted(
         [t.endswith(("top left", "top right")) for t in tags], reverse=True
     )
+
+
+def test_an_image_unlike_the_training_scenes_gets_no_phrase_though_some_regions_match(scenes):
+    scenes, feats = scenes
+    rng = np.random.default_rng(0)
+    mixed = []  # held-out scenes whose lower half is a patchwork of colours: the upper half's objects still match
+    for s in scenes[400:]:
+        img = render_scene(s)
+        img[32:] = cv2.resize(rng.integers(0, 256, (4, 8, 3), dtype=np.uint8), (64, 32), interpolation=cv2.INTER_NEAREST)
+        mixed.append(img)
+    mixed = image_region_features(mixed, 64, 10)
+    tagger = fit_tagger(feats[:400], [describe_scene(s) for s in scenes[:400]], _word_vectors, steps=400,
+                        coverage=0.75, progress=False)  # fmt: skip
+    assert float(tagger.coverage) == 0.75
+    assert sum(map(bool, tagger.tag(mixed))) <= 5  # of 60
+    assert all(tagger.tag(feats[400:]))  # every held-out scene still gets its phrases
+    tagger.coverage.fill_(0.0)  # every matched region written: the patchwork images get phrases too
+    assert sum(map(bool, tagger.tag(mixed))) >= 50
 
 
 def test_a_blank_image_gets_no_phrase_and_bad_input_is_named(scenes):
