@@ -256,6 +256,10 @@ def _runtimes(r: dict) -> str:
     return f"Full run: {each}{total}, on 2 CPU cores"
 
 
+def _threads(n: int) -> str:
+    return f"{n} thread" + ("" if n == 1 else "s")
+
+
 def assistant(r: dict) -> str:
     """Captions against the mini VLM and nearest neighbour; answers against the question prior; format; int8; chat."""
     c, m, q, i8 = r["caption"], r["mini_vlm_caption"], r["questions"], r["int8"]
@@ -310,7 +314,8 @@ def assistant(r: dict) -> str:
         f"({i8['base_precision']}) -> {i8['int8_latency']['seconds_per_reply']:.2f} s per caption ({i8['speedup']:.1f}x), CIDEr-D "
         f"{c['cider']:.3f} -> {_seeded(r, 'int8', 'cider')}. Chat example ({r['chat']['question']!r}): {r['chat']['reply']!r}. "
         f"Training ({i8['base_precision']}): stage 1 {r['stage_seconds']['1'] / 60:.1f} min, stage 2 "
-        f"{r['stage_seconds']['2'] / 60:.1f} min, {int(r['threads'])} threads. {_runtimes(r)}; "
+        f"{r['stage_seconds']['2'] / 60:.1f} min, as the checkpoints recorded them (a stage loaded from the cache "
+        f"keeps the time it took when it trained); {_threads(int(r['threads']))} in this run. {_runtimes(r)}; "
         f"reproduce with `{r['command']}`.",
     ]
     return "\n".join(rows)

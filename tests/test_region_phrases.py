@@ -59,7 +59,9 @@ def test_an_image_unlike_the_training_scenes_gets_no_phrase_though_some_regions_
     mixed = []  # held-out scenes whose lower half is a patchwork of colours: the upper half's objects still match
     for s in scenes[400:]:
         img = render_scene(s)
-        img[32:] = cv2.resize(rng.integers(0, 256, (4, 8, 3), dtype=np.uint8), (64, 32), interpolation=cv2.INTER_NEAREST)
+        img[32:] = cv2.resize(
+            rng.integers(0, 256, (4, 8, 3), dtype=np.uint8), (64, 32), interpolation=cv2.INTER_NEAREST
+        )
         mixed.append(img)
     mixed = image_region_features(mixed, 64, 10)
     tagger = fit_tagger(feats[:400], [describe_scene(s) for s in scenes[:400]], _word_vectors, steps=400,

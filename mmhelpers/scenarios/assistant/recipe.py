@@ -228,7 +228,8 @@ class AssistantRun:
 
     def describe(self, images: Sequence[str | Path | Any]) -> list[str]:
         """Your own images (paths or RGB arrays) as the text the model reads before a question ('' without
-        ``cfg.region_phrases``): their regions, each as its best-matching training phrase."""
+        ``cfg.region_phrases``): their regions, each as its best-matching training phrase; '' for an image where
+        fewer than ``cfg.phrase_coverage`` of its regions match one (a photo, next to the training scenes)."""
         if self.tagger is None:
             return [""] * len(images)
         return [write_phrases(p) for p in self.tagger.tag(image_region_features(images, self.cfg.region_size,
