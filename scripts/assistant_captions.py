@@ -18,14 +18,14 @@ The README's assistant section quotes both.
 """
 
 import argparse
-import ast
 import json
 import re
 import time
-from dataclasses import fields, replace
+from dataclasses import replace
 
 import numpy as np
 import torch
+from assistant_try import overrides  # FIELD=VALUE -> AssistantConfig fields (this folder is on the path)
 
 from mmhelpers.caption_metrics import caption_scores, consensus_scores
 from mmhelpers.caption_tokenizer import caption_words
@@ -35,20 +35,6 @@ from mmhelpers.scenarios.assistant.data import CAPTION_PROMPT
 from mmhelpers.scenarios.assistant.recipe import AssistantConfig, answer, prepare, scene_prompt, stop_ids, train_stage
 
 PALETTE = re.compile(r"\b(red|green|blue|orange|gray|grey|yellow)\b", re.I)  # Sort-of-CLEVR's six colours
-
-
-def overrides(pairs: list[str]) -> dict[str, object]:
-    """``["phrase_coverage=0.0"]`` -> ``{"phrase_coverage": 0.0}``, the fields checked."""
-    names, out = {f.name for f in fields(AssistantConfig)}, {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or key not in names:
-            raise SystemExit(f"{pair!r}: expected FIELD=VALUE with FIELD one of AssistantConfig's fields")
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
-    return out
 
 
 @torch.no_grad()
