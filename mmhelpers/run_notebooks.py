@@ -16,7 +16,8 @@ threads each (``-p THREADS`` overrides). The small models of a recipe use two th
 (the mini VLM's VQA step: 45 ms on 2 threads, 51 ms on 1), so on a small machine seeds side by side finish
 sooner than one after another. A scenario's results file gathers the seeds (:mod:`mmhelpers.seed_results`);
 the first seed's executed copies and metrics become build/'s, for the site; the wall time of all the seeds
-together is stamped into the results file as ``all_seeds``.
+together is stamped into the results file as ``all_seeds``, and the ``make notebooks`` command that ran into
+each seed's ``command`` (with ``--jobs`` written out).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import argparse
 import ast
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -193,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.jobs is not None and args.jobs < 1:
             ap.error(f"--jobs must be at least 1, got {args.jobs}")
         jobs = args.jobs or min(len(args.seeds), os.cpu_count() or 1)
-        failed = run_seeds(args.seeds, jobs, args.p, args.only, args.smoke, args.log_output)
+        failed = run_seeds(args.seeds, jobs, args.p, args.only, args.smoke, args.log_output,
+                           command=seeds_command(sys.argv[1:] if argv is None else argv, jobs))  # fmt: skip
         return _build_site() if not args.no_site and not failed else int(bool(failed))
     summary: dict[str, Any] = {"parameters": params, "notebooks": {}}
     failed = 0
@@ -234,14 +237,23 @@ def _build_site() -> int:
     return 0
 
 
+def seeds_command(argv: list[str], jobs: int) -> str:
+    """The ``make notebooks`` command that repeats a ``--seeds`` run from ``argv``, with its ``--jobs`` written out
+    (the default depends on the machine's cores) and the mirror variable it ran with."""
+    argv = list(argv) if "--jobs" in argv else [*argv, "--jobs", str(jobs)]
+    mirror = os.environ.get("MMHELPERS_MIRROR")
+    return (f"MMHELPERS_MIRROR={shlex.quote(mirror)} " if mirror else "") + f'make notebooks ARGS="{shlex.join(argv)}"'
+
+
 def run_seeds(seeds: list[int], jobs: int, p: list[list[str]] | None = None, only: str | None = None,
-              smoke: bool = False, log_output: bool = False) -> int:  # fmt: skip
+              smoke: bool = False, log_output: bool = False, command: str | None = None) -> int:  # fmt: skip
     """Run the notebooks once per seed, ``jobs`` seeds at once, each in a process of its own (``python -m
     mmhelpers.run_notebooks ... -p SEED s``) with build/seeds/seed<s>/ as its build folder and its output in
     build/seeds/seed<s>.log; ``cores // jobs`` threads each unless ``p`` sets THREADS. Then the first seed's
     executed copies and metrics are copied into build/, build/summary.json lists every seed's summary, and the
-    wall time of the whole run is stamped into each results file the seeds wrote (``all_seeds``). Returns the
-    number of seeds that failed."""
+    wall time of the whole run is stamped into each results file the seeds wrote (``all_seeds``), with ``command``
+    (:func:`seeds_command`) as each seed's command where given: what ran, not the per-seed command a notebook
+    writes. Returns the number of seeds that failed."""
     p = [list(x) for x in (p or [])]
     threads = max(1, (os.cpu_count() or 1) // jobs)
     given = [_parse_value(v) for name, v in p if name == "THREADS"]
@@ -289,7 +301,7 @@ def run_seeds(seeds: list[int], jobs: int, p: list[list[str]] | None = None, onl
     ran = [str(seed) for seed, rc, _ in done if rc == 0]  # a failed seed's older record did not run in this time
     for path in sorted(results):
         if Path(path).exists() and ran:
-            _update_results(path, stamp, seeds=ran)
+            _update_results(path, stamp | ({"command": command} if command else {}), seeds=ran)
             print(f"wall time of seeds {seeds}: {wall:.0f} s -> {path}")
     write_json(root / "summary.json", {"parameters": dict(p), "seeds": summaries, **stamp})
     failed = [seed for seed, rc, _ in done if rc]

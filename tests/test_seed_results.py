@@ -139,12 +139,15 @@ def test_run_seeds_runs_each_seed_in_its_own_build_folder_and_stamps_the_wall_ti
         return subprocess.CompletedProcess(cmd, 0)
 
     monkeypatch.setattr(run_notebooks.subprocess, "run", fake_child)
-    failed = run_notebooks.run_seeds([0, 1], jobs=2, p=[["DATA", "real"]], only="09_x")
+    command = 'make notebooks ARGS="--only 09_x -p DATA real --seeds 0 1 --jobs 2"'
+    failed = run_notebooks.run_seeds([0, 1], jobs=2, p=[["DATA", "real"]], only="09_x", command=command)
     assert failed == 0
     assert sorted(calls) == [(0, {"DATA": "real", "THREADS": "2", "SEED": "0"}, "2", True),
                              (1, {"DATA": "real", "THREADS": "2", "SEED": "1"}, "2", True)]  # fmt: skip
     out = json.loads(results.read_text())
     assert out["seeds"] == [0, 1] and out["runtime_s"] == pytest.approx(15.0)
+    assert out["command"] == command  # what ran, not the per-seed command the notebook wrote
+    assert {out["per_seed"][s]["command"] for s in ("0", "1")} == {command}
     for s in ("0", "1"):
         assert out["per_seed"][s]["all_seeds"]["seeds"] == [0, 1]
         assert out["per_seed"][s]["all_seeds"]["jobs"] == 2
@@ -159,6 +162,19 @@ def test_run_seeds_runs_each_seed_in_its_own_build_folder_and_stamps_the_wall_ti
     assert run_notebooks.run_seeds([1, 3], jobs=1, p=[["THREADS", "1"]]) == 1
     assert sorted(c[2] for c in calls) == ["1", "1"]
     assert (build / "seeds" / "seed3.log").exists()
+
+
+def test_a_seeds_run_records_the_command_that_repeats_it(monkeypatch):
+    from mmhelpers.run_notebooks import seeds_command
+
+    monkeypatch.delenv("MMHELPERS_MIRROR", raising=False)
+    argv = ["--only", "04_assistant", "-p", "DATA", "real", "--seeds", "0", "1", "2"]
+    # the default --jobs depends on the machine's cores: written out
+    assert seeds_command(argv, 2) == 'make notebooks ARGS="--only 04_assistant -p DATA real --seeds 0 1 2 --jobs 2"'
+    monkeypatch.setenv("MMHELPERS_MIRROR", "../shared/data")
+    assert seeds_command([*argv, "--jobs", "1"], 1) == (
+        'MMHELPERS_MIRROR=../shared/data make notebooks ARGS="--only 04_assistant -p DATA real --seeds 0 1 2 --jobs 1"'
+    )
 
 
 def test_seeds_and_a_seed_parameter_do_not_mix():
