@@ -244,9 +244,10 @@ def _runtimes(r: dict) -> str:
     together = r.get("all_seeds")  # run_notebooks --seeds: the seeds ran as one command
     if together and sorted(str(s) for s in together["seeds"]) == sorted(per):
         each = " / ".join(f"{times[s] / 60:.1f}" for s in sorted(times, key=int))
-        return (f"Full run: {together['wall_s'] / 60:.1f} min for all {len(together['seeds'])} seeds, "
-                f"{int(together['jobs'])} at a time with {int(together['threads_per_job'])} thread(s) each "
-                f"({each} min per seed, side by side), on 2 CPU cores")  # fmt: skip
+        jobs, threads = int(together["jobs"]), _threads(int(together["threads_per_job"]))
+        how = ("one after another" if jobs == 1 else f"{jobs} at a time") + f" with {threads} each"
+        return (f"Full run: {together['wall_s'] / 60:.1f} min for all {len(together['seeds'])} seeds, {how} "
+                f"({each} min per seed{', side by side' if jobs > 1 else ''}), on 2 CPU cores")  # fmt: skip
     if len(times) < 2:
         return runtime(r)
     notes = {s: f"; {per[s]['runtime_note']}" if per[s].get("runtime_note") else "" for s in times}
@@ -312,7 +313,9 @@ def assistant(r: dict) -> str:
         "",
         f"int8 dynamic quantisation of the LM (CPU chat, batch of one): {i8['base_latency']['seconds_per_reply']:.2f} s "
         f"({i8['base_precision']}) -> {i8['int8_latency']['seconds_per_reply']:.2f} s per caption ({i8['speedup']:.1f}x), CIDEr-D "
-        f"{c['cider']:.3f} -> {_seeded(r, 'int8', 'cider')}. Chat example ({r['chat']['question']!r}): {r['chat']['reply']!r}. "
+        f"{c['cider']:.3f} -> {_seeded(r, 'int8', 'cider')}"
+        + (f", BLEU-4 {c['bleu4']:.3f} -> {_seeded(r, 'int8', 'bleu4')}" if "bleu4" in i8 else "")
+        + f". Chat example ({r['chat']['question']!r}): {r['chat']['reply']!r}. "
         f"Training ({i8['base_precision']}): stage 1 {r['stage_seconds']['1'] / 60:.1f} min, stage 2 "
         f"{r['stage_seconds']['2'] / 60:.1f} min, as the checkpoints recorded them (a stage loaded from the cache "
         f"keeps the time it took when it trained); {_threads(int(r['threads']))} in this run. {_runtimes(r)}; "
