@@ -2,6 +2,7 @@
 
     MMHELPERS_MIRROR=../shared/data python scripts/assistant_captions.py --seed 0 --decoding
     MMHELPERS_MIRROR=../shared/data python scripts/assistant_captions.py --seed 1 --text [FIELD=VALUE ...]
+    MMHELPERS_MIRROR=../shared/data python scripts/assistant_captions.py --seed 0 --precision
 
 The model is the full CPU recipe (real data) with any ``AssistantConfig`` field changed by FIELD=VALUE (a Python
 literal), its two stages loaded from the notebooks' checkpoints (``--cache assistant``, the default; trained there
@@ -14,7 +15,12 @@ brevity penalty counts it.
 
 ``--text``: on the TEST photos, the captions with and without each photo's region-phrase text, and how many palette
 colour words each holds in the photos that have text, against their references' (per reference caption).
-The README's assistant section quotes both.
+
+``--precision``: the captions of the validation and test photos as the notebooks decode them (``answer``, 3 beams),
+under the run's precision (bf16 autocast on a CPU with AMX) and under fp32, the same trained weights. (``--decoding``
+runs ``generate`` without autocast, so in fp32.)
+
+The README's assistant section quotes them.
 """
 
 import argparse
@@ -109,6 +115,22 @@ def text_effect(run) -> dict:
     return out
 
 
+def precision_effect(run) -> dict:
+    out = {}
+    for name in ("run", "fp32"):
+        cfg = run.cfg if name == "run" else replace(run.cfg, precision="fp32")
+        one = replace(run, cfg=cfg)  # the same model and data, another precision at decoding
+        for split in ("val", "test"):
+            rows = run.data.caption_images(split)
+            t = time.perf_counter()
+            caps = answer(one, rows, [CAPTION_PROMPT] * len(rows), num_beams=run.cfg.num_beams)
+            s = caption_scores([run.data.references[i] for i in rows], caps)
+            out[f"{name}/{split}"] = {"bleu4": s["bleu4"], "cider": s["cider"], "seconds": time.perf_counter() - t}
+    out["run_precision"] = run.cfg.precision
+    print(json.dumps(out), flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("settings", nargs="*", help="FIELD=VALUE of AssistantConfig")
@@ -116,11 +138,12 @@ def main() -> None:
     parser.add_argument("--cache", default="assistant", help="checkpoints under the cache folder (the notebooks')")
     parser.add_argument("--decoding", action="store_true", help="decoding settings on the validation photos")
     parser.add_argument("--text", action="store_true", help="test captions with and without the region phrases")
+    parser.add_argument("--precision", action="store_true", help="captions decoded in the run's precision and fp32")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", help="write the numbers here as JSON")
     args = parser.parse_args()
-    if not (args.decoding or args.text):
-        parser.error("ask for --decoding, --text or both")
+    if not (args.decoding or args.text or args.precision):
+        parser.error("ask for --decoding, --text, --precision or several")
     torch.set_num_threads(args.threads)
     cfg = replace(AssistantConfig(data="real", seed=args.seed), **overrides(args.settings))
     run = prepare(cfg, progress=False)
@@ -131,6 +154,8 @@ def main() -> None:
         result["decoding"] = decoding(run)
     if args.text:
         result["text"] = text_effect(run)
+    if args.precision:
+        result["precision"] = precision_effect(run)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)
