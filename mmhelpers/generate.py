@@ -201,20 +201,37 @@ def generate(
 
 def time_generation(
     model: MiniVLM, visual: Tensor | None, prompt: Tensor, max_new_tokens: int, repeats: int = 3
-) -> dict[str, float | bool]:
-    """Best-of-``repeats`` wall time of greedy generation with and without the KV cache (EOS ignored)."""
+) -> dict[str, float | int | bool]:
+    """Greedy generation with and without the KV cache (EOS ignored): best-of-``repeats`` wall time and the work done.
+
+    ``*_positions`` counts the positions the first decoder block processes in one generation (batch rows
+    times sequence length, summed over calls, the prefix's once-only pass included): a count that does not
+    depend on the machine's load, unlike the times. ``work_ratio`` is uncached over cached positions.
+    """
     times: dict[bool, float] = {}
     outputs: dict[bool, Tensor] = {}
-    for use_cache in (True, False):
-        best = float("inf")
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            outputs[use_cache] = generate(model, visual, prompt, max_new_tokens, use_cache=use_cache, eos_id=-1)
-            best = min(best, time.perf_counter() - t0)
-        times[use_cache] = best
+    positions: dict[bool, int] = {}
+    counted: list[int] = []
+    hook = model.blocks[0].register_forward_hook(
+        lambda _m, args, _out: counted.append(args[0].shape[0] * args[0].shape[1])
+    )
+    try:
+        for use_cache in (True, False):
+            best = float("inf")
+            for _ in range(repeats):
+                counted.clear()
+                t0 = time.perf_counter()
+                outputs[use_cache] = generate(model, visual, prompt, max_new_tokens, use_cache=use_cache, eos_id=-1)
+                best = min(best, time.perf_counter() - t0)
+            times[use_cache], positions[use_cache] = best, sum(counted)
+    finally:
+        hook.remove()
     return {
         "cached_s": times[True],
         "uncached_s": times[False],
         "speedup": times[False] / times[True],
+        "cached_positions": positions[True],
+        "uncached_positions": positions[False],
+        "work_ratio": positions[False] / positions[True],
         "identical": bool(torch.equal(outputs[True], outputs[False])),
     }

@@ -220,7 +220,22 @@ def test_beam_search_by_hand():
 def test_time_generation_reports_identical_outputs():
     m, (vis, prompt) = _model(), _inputs()
     report = time_generation(m, vis, prompt, 6, repeats=1)
-    assert set(report) == {"cached_s", "uncached_s", "speedup", "identical"}
+    assert set(report) == {
+        "cached_s", "uncached_s", "speedup", "cached_positions", "uncached_positions", "work_ratio", "identical"
+    }  # fmt: skip
     assert report["identical"] is True
     assert report["cached_s"] > 0 and report["uncached_s"] > 0
     assert report["speedup"] == pytest.approx(report["uncached_s"] / report["cached_s"])
+
+
+@pytest.mark.parametrize("fusion", ["prefix", "cross"])
+def test_time_generation_counts_the_positions_the_cache_saves(fusion: str):
+    """Cached: the prefix once, the prompt once, then one position a step. Uncached: everything, every step."""
+    m, (vis, prompt) = _model(fusion), _inputs()
+    n, t0 = 6, prompt.shape[1]
+    prefix = N if fusion == "prefix" else 0  # cross fusion keeps the visual tokens out of the sequence
+    report = time_generation(m, vis, prompt, n, repeats=2)
+    assert report["cached_positions"] == B * (prefix + t0 + n - 1)
+    assert report["uncached_positions"] == B * sum(prefix + t0 + k for k in range(n))
+    assert report["work_ratio"] == report["uncached_positions"] / report["cached_positions"]
+    assert not m.blocks[0]._forward_hooks  # the counting hook is removed

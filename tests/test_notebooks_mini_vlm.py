@@ -62,7 +62,10 @@ def test_mini_vlm_fusion(tmp_path: Path):
     assert p["prefix"]["decoder"] == p["cross"]["decoder"] and p["prefix"]["projector"] == p["cross"]["projector"]
     assert all(m["mask_checks"].values()), m["mask_checks"]
     assert m["kv_cache_identical"]  # cached and uncached greedy decoding give the same tokens
-    assert m["kv_cache_speedup_longest"]["prefix"] > 1.1  # ~2x at 32 tokens; a cache that recomputes is ~1x
+    # the work the cache saves, counted in positions (wall-clock speed-ups at 32 tokens of a tiny decoder move with
+    # the machine's load, ~1-2x): at 32 tokens ~20x (prefix) and ~16x (cross); a cache that recomputes is 1x
+    assert all(r > 5 for r in m["kv_cache_work_ratio_longest"].values()), m["kv_cache_work_ratio_longest"]
+    assert all(s > 0 for s in m["kv_cache_speedup_longest"].values())  # timed and recorded, not a threshold
 
 
 def test_mini_vlm_training(tmp_path: Path):
