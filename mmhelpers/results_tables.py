@@ -316,7 +316,7 @@ def assistant(r: dict) -> str:
         f"{c['cider']:.3f} -> {_seeded(r, 'int8', 'cider')}"
         + (f", BLEU-4 {c['bleu4']:.3f} -> {_seeded(r, 'int8', 'bleu4')}" if "bleu4" in i8 else "")
         + f". Chat example ({r['chat']['question']!r}): {r['chat']['reply']!r}. "
-        f"Training ({i8['base_precision']}): stage 1 {r['stage_seconds']['1'] / 60:.1f} min, stage 2 "
+        f"Training ({r.get('train_precision', i8['base_precision'])}): stage 1 {r['stage_seconds']['1'] / 60:.1f} min, stage 2 "
         f"{r['stage_seconds']['2'] / 60:.1f} min, as the checkpoints recorded them (a stage loaded from the cache "
         f"keeps the time it took when it trained); {_threads(int(r['threads']))} in this run. {_runtimes(r)}; "
         f"reproduce with `{r['command']}`.",

@@ -1,6 +1,6 @@
 """Does the Flickr8k caption corpus, as text, lift the assistant's captions? A probe, not the recipe.
 
-    MMHELPERS_MIRROR=../shared/data python scripts/assistant_caption_corpus.py --seed 0 --steps 150
+    MMHELPERS_MIRROR=../shared/data python scripts/assistant_caption_corpus.py --seed 0 --steps 150 [FIELD=VALUE ...]
 
 The mini VLM pre-trains its decoder on the 39,455 Flickr8k captions of the training and unused photos, and that
 takes its BLEU-4 from 0.111 to 0.137 (README, 03); the assistant's LM sees only the 4,000 captions of its 800
@@ -15,29 +15,27 @@ captions of the 100 VALIDATION photos (3 beams) before and after, two ways:
 
 Each variant starts from the same stage-2 weights; the projector stays as stage 2 left it. Held-out photos (the
 validation and test splits) are left out of the corpus.
+
+FIELD=VALUE changes an ``AssistantConfig`` field. The README's probe (2026-12-05) ran on the recipe before its corpus
+steps, length-grouped batches and fp32 decoding: ``corpus_steps=0 group_by_length=False decode_precision=None``
+repeats it (stage 2 then trains again unless its checkpoint is in the cache).
 """
 
 import argparse
 import json
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
+from assistant_try import overrides  # FIELD=VALUE -> AssistantConfig fields (this folder is on the path)
 
 from mmhelpers.caption_metrics import caption_scores
-from mmhelpers.data.flickr8k import load_flickr8k_all_captions
 from mmhelpers.engine import FitConfig, fit, warmup_cosine
 from mmhelpers.paths import cache_root
 from mmhelpers.scenarios.assistant.chat import collate, encode_chat
 from mmhelpers.scenarios.assistant.data import CAPTION_PROMPT, CAPTION_PROMPTS
 from mmhelpers.scenarios.assistant.recipe import AssistantConfig, answer, prepare, train_stage
-
-
-def corpus(run) -> list[str]:
-    """The Flickr8k captions of every photo but the run's validation and test photos."""
-    held = {run.data.image_ids[i] for split in ("val", "test") for i in run.data.caption_images(split)}
-    caps = [c for cs in load_flickr8k_all_captions(exclude_images=held).values() for c in cs]
-    return caps
 
 
 def val_scores(run) -> dict:
@@ -89,6 +87,7 @@ def train_on_corpus(run, texts: list[str], steps: int, batch: int, lr: float, va
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("settings", nargs="*", help="FIELD=VALUE of AssistantConfig")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--batch", type=int, default=32)
@@ -99,12 +98,12 @@ def main() -> None:
     ap.add_argument("--out")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    run = prepare(AssistantConfig(data="real", seed=args.seed), progress=False)
+    run = prepare(replace(AssistantConfig(data="real", seed=args.seed), **overrides(args.settings)), progress=False)
     for stage in (1, 2):
         train_stage(run, stage, checkpoint_dir=cache_root() / args.cache)
-    texts = corpus(run)
+    texts = run.data.corpus  # the Flickr8k captions of every photo but the validation and test ones
     trained = {n: p.detach().clone() for n, p in run.model.named_parameters() if "lora_" in n}
-    out = {"seed": args.seed, "corpus": len(texts), "steps": args.steps, "batch": args.batch, "lr": args.lr,
+    out = {"seed": args.seed, "settings": args.settings, "corpus": len(texts), "steps": args.steps, "batch": args.batch, "lr": args.lr,
            "threads": args.threads, "stage2": val_scores(run)}  # fmt: skip
     print(json.dumps(out), flush=True)
     for variant in args.variants:

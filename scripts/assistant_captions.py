@@ -17,7 +17,8 @@ brevity penalty counts it.
 colour words each holds in the photos that have text, against their references' (per reference caption).
 
 ``--precision``: the captions of the validation and test photos as the notebooks decode them (``answer``, 3 beams),
-under the run's precision (bf16 autocast on a CPU with AMX) and under fp32, the same trained weights. (``--decoding``
+under the run's training precision (bf16 autocast on a CPU with AMX) and under fp32 (``decode_precision``, the
+notebooks' default since 2026-12-06), the same trained weights. (``--decoding``
 runs ``generate`` without autocast, so in fp32.)
 
 The README's assistant section quotes them.
@@ -118,7 +119,7 @@ def text_effect(run) -> dict:
 def precision_effect(run) -> dict:
     out = {}
     for name in ("run", "fp32"):
-        cfg = run.cfg if name == "run" else replace(run.cfg, precision="fp32")
+        cfg = replace(run.cfg, decode_precision=None if name == "run" else "fp32")
         one = replace(run, cfg=cfg)  # the same model and data, another precision at decoding
         for split in ("val", "test"):
             rows = run.data.caption_images(split)

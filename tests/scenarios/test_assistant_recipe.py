@@ -277,6 +277,91 @@ def test_a_stage_is_keyed_by_its_own_and_earlier_settings_only():
     assert _run_key(cfg, 2) != _run_key(replace(cfg, stage1_steps=7), 2)  # ... but stage 1's change stage 2
     assert _run_key(cfg, 0) == _run_key(replace(cfg, stage1_lr=0.5), 0)
     assert _run_key(cfg, 1) == _run_key(replace(cfg, max_new_tokens=3, device="cpu"), 1)  # decoding, placement
+    assert _run_key(cfg, 2) == _run_key(replace(cfg, decode_precision=None), 2)
+    assert _run_key(cfg, 1) == _run_key(replace(cfg, corpus_steps=0, corpus_batch_size=8), 1)  # stage 2's corpus
+    assert _run_key(cfg, 2) != _run_key(replace(cfg, corpus_steps=0), 2)
+
+
+@pytest.mark.mirror
+def test_the_real_caption_corpus_leaves_out_the_held_out_photos(real_mirror):
+    data = load_instructions("real", scenes=(0, 0, 0), digits=(0, 0, 0))
+    held = {i for split in ("val", "test") for i in data.caption_images(split)}
+    assert len(held) == 200 and len(data.corpus) == 40_455 - 5 * 200  # Flickr8k's captions of the other photos
+    from mmhelpers.data.flickr8k import load_flickr8k_all_captions
+
+    shared = {c for i in held for c in data.references[i]} & set(data.corpus)
+    others = load_flickr8k_all_captions(exclude_images={data.image_ids[i] for i in held})
+    assert len(shared) <= 5  # a held-out caption is in the corpus only as another photo's identical caption ...
+    assert all(any(c in cs for cs in others.values()) for c in shared)  # ("People sit on benches .")
+    train = {c for i in data.caption_images("train") for c in data.references[i]}
+    assert train <= set(data.corpus)  # the training photos' captions are in it too
+
+
+def test_corpus_steps_are_spread_evenly_and_the_mixture_keeps_its_order():
+    from mmhelpers.scenarios.assistant.recipe import corpus_step
+
+    for steps, n in ((300, 50), (7, 3), (5, 5), (10, 1)):
+        ks = [corpus_step(s, steps, n) for s in range(steps)]
+        assert [k for k in ks if k is not None] == list(range(n))  # each corpus batch once, in order
+        assert ks[-1] == n - 1  # the last step is a corpus step
+        mixture = [s - s * n // steps for s, k in enumerate(ks) if k is None]
+        assert mixture == list(range(steps - n))  # the mixture's batches, none skipped or repeated
+        gaps = np.diff([s for s, k in enumerate(ks) if k is not None])
+        assert len(gaps) == 0 or gaps.max() - gaps.min() <= 1  # evenly spread
+    assert [corpus_step(s, 4, 0) for s in range(4)] == [None] * 4
+
+
+@needs_smollm2
+def test_stage_two_spreads_text_only_corpus_steps_among_the_mixture(tmp_path):
+    from mmhelpers.scenarios.assistant import recipe
+    from mmhelpers.scenarios.assistant.chat import IGNORE
+
+    data = load_instructions("embedded", caption_split=(6, 1, 1), scenes=(4, 1, 1), digits=(4, 1, 1))
+    assert data.corpus == []  # only the real data has a caption corpus
+    cfg = replace(recipe.AssistantConfig().smoke(), stage0_steps=0, stage1_lm=False, stage1_steps=2, stage2_steps=4,
+                  corpus_steps=2, corpus_batch_size=3, checkpoint_every=0)  # fmt: skip
+    run = recipe.prepare(cfg, progress=False, data=data)
+    recipe.train_stage(run, 1, progress=False)
+    with pytest.warns(UserWarning, match="no caption corpus"):  # the embedded data: the mixture alone, said so
+        assert len(recipe.train_stage(replace(run, histories={}), 2, checkpoint_dir=tmp_path, progress=False).loss) == 4
+
+    run.data.corpus = ["A dog runs on the grass .", "Two children play in the sand .", "A man rides a bike ."] * 3
+    seen = []
+    real_fit = recipe.fit
+
+    def spy(model, opt, batches, *args, **kwargs):
+        seen.extend(batches(step) for step in range(kwargs.get("stop_at") or args[1].steps))
+        return real_fit(model, opt, batches, *args, **kwargs)
+
+    recipe.fit = spy
+    try:
+        hist = recipe.train_stage(run, 2, checkpoint_dir=tmp_path, progress=False)
+    finally:
+        recipe.fit = real_fit
+    assert len(hist.loss) == len(seen) == 6 and all(np.isfinite(hist.loss))  # 4 mixture + 2 corpus steps
+    text_only = [k for k, b in enumerate(seen) if b["image_positions"].shape[1] == 0]
+    assert text_only == [2, 5]  # spread evenly, the last step one of them
+    corpus = seen[2]
+    assert len(corpus["input_ids"]) == 3 and (corpus["labels"] != IGNORE).any(dim=1).all()
+    replies = {run.tokenizer.decode(row[lab != IGNORE], skip_special_tokens=True).strip()
+               for row, lab in zip(corpus["input_ids"], corpus["labels"], strict=True)}  # fmt: skip
+    assert replies <= set(run.data.corpus)  # the loss is on the captions, the prompt is masked
+    assert all(b["image_positions"].shape[1] == run.n_image_tokens for k, b in enumerate(seen) if k not in (2, 5))
+    assert len(list(tmp_path.glob("stage2-*"))) == 2  # with and without a corpus: keyed apart
+
+
+@needs_smollm2
+def test_answers_are_decoded_in_decode_precision(monkeypatch):
+    from mmhelpers.scenarios.assistant import recipe
+
+    data = load_instructions("embedded", caption_split=(4, 1, 1), scenes=(2, 1, 1), digits=(0, 0, 0))
+    run = recipe.prepare(replace(recipe.AssistantConfig().smoke(), precision="bf16"), progress=False, data=data)
+    used = []
+    real = recipe.autocast
+    monkeypatch.setattr(recipe, "autocast", lambda precision, device: used.append(precision) or real("fp32", device))
+    recipe.answer(run, [0], ["Describe the image briefly."], max_new_tokens=2)
+    recipe.answer(replace(run, cfg=replace(run.cfg, decode_precision=None)), [0], ["Hi?"], max_new_tokens=2)
+    assert used == ["fp32", "bf16"]  # fp32 by default whatever trained; None: the run's precision
 
 
 def test_the_gpu_configuration_is_larger_and_keyed_apart():
@@ -432,7 +517,8 @@ def test_group_by_length_batches_conversations_of_similar_length():
 
     data = load_instructions("embedded", caption_split=(6, 1, 1), scenes=(8, 1, 1), digits=(0, 0, 0),
                              questions_per_scene=6, scene_turns=3)  # fmt: skip
-    cfg = replace(AssistantConfig().smoke(), questions_per_scene=6, scene_turns=3, max_length=256)
+    cfg = replace(AssistantConfig().smoke(), questions_per_scene=6, scene_turns=3, max_length=256,
+                  group_by_length=False)  # fmt: skip
     run = prepare(cfg, progress=False, data=data)
     rows = stage_rows(run, 2)
     plain = [_batches(run, rows, 4, seed=0)(k)["input_ids"].shape[1] for k in range(12)]

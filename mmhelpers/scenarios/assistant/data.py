@@ -87,6 +87,10 @@ class InstructionData:
     # image -> a description naming every object and where it is ("a blue circle at the top left, ... and a green
     # square at the bottom right"): the generated scenes', every split; what AssistantConfig.region_phrases learns from
     descriptions: dict[int, str] = field(default_factory=dict)
+    # captions as text alone, no image: a caption corpus for stage 2's corpus steps (AssistantConfig.corpus_steps).
+    # real: the 39,455 Flickr8k captions of every photo but the validation and test ones (the mini VLM pre-trains
+    # its decoder on them); embedded and your own folder: none
+    corpus: list[str] = field(default_factory=list)
 
     def stage1(self, split: str) -> list[Sample]:
         """The caption examples of ``split``: stage 1 trains the projector on them alone."""
@@ -254,13 +258,19 @@ def load_instructions(data: str | Path = "real", seed: int = 0, caption_split: t
     ``scenes``: Sort-of-CLEVR scenes for the question task, ``questions_per_scene`` of each training scene
     (all 36 of each held-out one), ``scene_turns`` of them to a training conversation, and with ``describe_scenes``
     a caption of each training scene that names every object and where it is; ``digits``: digit images.
-    A zero count leaves a task out.
+    A zero count leaves a task out. "real" also fills ``corpus``: the Flickr8k captions of every photo outside the
+    validation and test splits.
     """
     if is_own_data(data):
         return _load_own(data, seed)
     images, ids, captions, splits, source = _caption_set(str(data), caption_split, seed)
     out = InstructionData(images, ids, {s: [] for s in SPLITS}, {}, "")
     _add_captions(out, captions, splits, 0, seed)
+    if data == "real":
+        from mmhelpers.data.flickr8k import load_flickr8k_all_captions
+
+        held = {ids[i] for split in ("val", "test") for i in splits[split].tolist()}
+        out.corpus = [c for caps in load_flickr8k_all_captions(exclude_images=held).values() for c in caps]
     if sum(scenes):
         _add_scenes(out, scenes, questions_per_scene, seed, scene_turns, describe_scenes)
     if sum(digits):

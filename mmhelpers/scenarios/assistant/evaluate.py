@@ -141,7 +141,7 @@ def quantize_int8(run: AssistantRun, keep: Sequence[str] = ("down_proj",)) -> As
         raise ValueError(f"keep={tuple(keep)} leaves no linear layer of the LM to quantise")
     model.lm.model = quantize_dynamic(model.lm.model, dict.fromkeys(names, default_dynamic_qconfig), dtype=torch.qint8)
     quick.model = model
-    quick.cfg = replace(run.cfg, precision="fp32", device="cpu")
+    quick.cfg = replace(run.cfg, precision="fp32", decode_precision="fp32", device="cpu")
     return quick
 
 
