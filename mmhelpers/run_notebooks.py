@@ -180,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     params: dict[str, Any] = {k: _parse_value(v) for k, v in args.p}
     if args.smoke:
         params["SMOKE"] = True
+    typed_mirror = os.environ.get("MMHELPERS_MIRROR")  # as typed, for the command a --seeds run records
     absolute_path_variables()  # before the kernels start, each in its notebook's folder
     notebooks = discover(args.only)
     if not notebooks:
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--jobs must be at least 1, got {args.jobs}")
         jobs = args.jobs or min(len(args.seeds), os.cpu_count() or 1)
         failed = run_seeds(args.seeds, jobs, args.p, args.only, args.smoke, args.log_output,
-                           command=seeds_command(sys.argv[1:] if argv is None else argv, jobs))  # fmt: skip
+                           command=seeds_command(sys.argv[1:] if argv is None else argv, jobs, typed_mirror))  # fmt: skip
         return _build_site() if not args.no_site and not failed else int(bool(failed))
     summary: dict[str, Any] = {"parameters": params, "notebooks": {}}
     failed = 0
@@ -237,11 +238,12 @@ def _build_site() -> int:
     return 0
 
 
-def seeds_command(argv: list[str], jobs: int) -> str:
+def seeds_command(argv: list[str], jobs: int, mirror: str | None = None) -> str:
     """The ``make notebooks`` command that repeats a ``--seeds`` run from ``argv``, with its ``--jobs`` written out
-    (the default depends on the machine's cores) and the mirror variable it ran with."""
+    (the default depends on the machine's cores) and the mirror variable it ran with: ``mirror`` as it was typed
+    (``main`` reads it before making it absolute), else ``$MMHELPERS_MIRROR``."""
     argv = list(argv) if "--jobs" in argv else [*argv, "--jobs", str(jobs)]
-    mirror = os.environ.get("MMHELPERS_MIRROR")
+    mirror = mirror or os.environ.get("MMHELPERS_MIRROR")
     return (f"MMHELPERS_MIRROR={shlex.quote(mirror)} " if mirror else "") + f'make notebooks ARGS="{shlex.join(argv)}"'
 
 

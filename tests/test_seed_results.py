@@ -1,6 +1,7 @@
 """A results file gathered over seeds: means, spreads, stale settings dropped, and the runtime stamp."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -175,6 +176,17 @@ def test_a_seeds_run_records_the_command_that_repeats_it(monkeypatch):
     assert seeds_command([*argv, "--jobs", "1"], 1) == (
         'MMHELPERS_MIRROR=../shared/data make notebooks ARGS="--only 04_assistant -p DATA real --seeds 0 1 2 --jobs 1"'
     )
+
+
+def test_a_seeds_run_records_the_mirror_as_typed_not_made_absolute(monkeypatch):
+    from mmhelpers import run_notebooks
+
+    got = {}
+    monkeypatch.setattr(run_notebooks, "run_seeds", lambda *a, command=None, **k: got.update(command=command) or 0)
+    monkeypatch.setenv("MMHELPERS_MIRROR", "../shared/data")
+    assert run_notebooks.main(["--only", "04_assistant", "--seeds", "0", "--jobs", "1", "--no-site"]) == 0
+    assert got["command"] == 'MMHELPERS_MIRROR=../shared/data make notebooks ARGS="--only 04_assistant --seeds 0 --jobs 1 --no-site"'
+    assert os.environ["MMHELPERS_MIRROR"] != "../shared/data"  # the kernels got it absolute
 
 
 def test_seeds_and_a_seed_parameter_do_not_mix():
