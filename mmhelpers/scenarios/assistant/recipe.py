@@ -139,7 +139,7 @@ class AssistantConfig:
     max_length: int = 160  # tokens per conversation (the end is cut beyond); 96 holds the plain prompts
     # batches of conversations of similar length (transformers' group_by_length), in stages 1 and 2: a random batch
     # of the real data pads 15% of stage 1's tokens and 25% of stage 2's (scene questions with their region phrases
-    # are about twice a caption's length), a grouped one under 1% (2026-12-06)
+    # are about twice a caption's length), a grouped one under 1%: stage 1 took 5.7 min a seed against 8.0 (2026-12-06)
     group_by_length: bool = True
     # the system message of every conversation: "" an empty one; None the template's default (SmolLM2's "You are a
     # helpful AI assistant named SmolLM, ...": 16 more tokens per example, a quarter of a one-word question's 62)
@@ -177,8 +177,10 @@ class AssistantConfig:
     max_new_tokens: int = 24
     num_beams: int = 3  # captions: beam search (transformers' generate), as the mini VLM's are scored; answers: greedy
     eval_batch_size: int = 32
-    # precision of every decoded answer and caption; None: the run's. The same bf16-trained weights captioned better
-    # decoded in fp32 (CIDEr-D higher in 6 of 6 seed/split pairs, BLEU-4 in 5; 1.5x the decoding time; README)
+    # precision of every decoded answer and caption; None: the run's. fp32's scores do not move with the thread count
+    # as bf16 autocast's do, and a batch of one (chat) decodes faster in it on a CPU; the scores of bf16-trained
+    # weights: higher in fp32 in 6 of 6 seed/split pairs of the 2026-12-05 runs, within noise in those of 2026-12-06
+    # (README); a batch of 32 captions with 3 beams takes about 1.2-1.5x as long
     decode_precision: str | None = "fp32"
     # the engine
     precision: str = "auto"  # "auto": bf16 autocast where the CPU has AMX (as here), else fp32
