@@ -89,7 +89,8 @@ class InstructionData:
     descriptions: dict[int, str] = field(default_factory=dict)
     # captions as text alone, no image: a caption corpus for stage 2's corpus steps (AssistantConfig.corpus_steps).
     # real: the 39,455 Flickr8k captions of every photo but the validation and test ones (the mini VLM pre-trains
-    # its decoder on them); embedded and your own folder: none
+    # its decoder on them); embedded and your own folder: none (set it to your own captions' text before
+    # ``prepare(cfg, data=data)`` and stage 2 trains on them too)
     corpus: list[str] = field(default_factory=list)
 
     def stage1(self, split: str) -> list[Sample]:
