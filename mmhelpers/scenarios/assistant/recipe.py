@@ -177,8 +177,8 @@ class AssistantConfig:
     max_new_tokens: int = 24
     num_beams: int = 3  # captions: beam search (transformers' generate), as the mini VLM's are scored; answers: greedy
     eval_batch_size: int = 32
-    # precision of every decoded answer and caption; None: the run's. fp32's scores do not move with the thread count
-    # as bf16 autocast's do, and a batch of one (chat) decodes faster in it on a CPU; the scores of bf16-trained
+    # precision of every decoded answer and caption; None: the run's. bf16 autocast's scores moved with the thread
+    # count, and a batch of one (chat) decodes faster in fp32 on a CPU; the scores of bf16-trained
     # weights: higher in fp32 in 6 of 6 seed/split pairs of the 2026-12-05 runs, within noise in those of 2026-12-06
     # (README); a batch of 32 captions with 3 beams takes about 1.2-1.5x as long
     decode_precision: str | None = "fp32"
