@@ -7,7 +7,9 @@ Each argument is an ``AssistantConfig`` field and a Python literal; the rest is 
 2 threads). Prints the answers' accuracy by question type beside the question prior and, with ``--captions``,
 BLEU/CIDEr-D of the held-out captions; with ``region_phrases=True``, how many held-out objects the scene text got
 right. The README's exploratory assistant runs of 2026-12-04 and 2026-12-05 were made this way.
-Checkpoints go to the cache (``assistant_try/``), keyed by the settings, so a finished run only re-scores.
+Checkpoints go to the cache (``assistant_try/``, or ``--cache assistant`` to reuse the notebooks' stage 1 where its
+settings are unchanged), keyed by the settings, so a finished run only re-scores. ``--split val`` scores the
+validation photos' captions, to choose a setting without looking at the test photos.
 """
 
 import argparse
@@ -42,6 +44,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("settings", nargs="*", help="FIELD=VALUE of AssistantConfig")
     parser.add_argument("--captions", action="store_true", help="also score the held-out captions (beam search)")
+    parser.add_argument("--split", default="test", help="the captions' photos: test, or val to choose on")
+    parser.add_argument("--cache", default="assistant_try", help="checkpoints under the cache folder; 'assistant' "
+                        "reuses the notebooks' stages where the settings match")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -57,14 +62,14 @@ def main() -> None:
         print(f"region phrases: {right:.3f} of the held-out scenes' objects written right, {exact:.2f} of the "
               f"scenes exactly; e.g. {run.scene_text[held_out[0]]!r}", flush=True)  # fmt: skip
     for stage in (1, 2):
-        hist = train_stage(run, stage, checkpoint_dir=cache_root() / "assistant_try")
+        hist = train_stage(run, stage, checkpoint_dir=cache_root() / args.cache)
         print(f"stage {stage}: {hist.seconds:.0f} s", flush=True)
     q = evaluate_questions(run)
     print("accuracy:", json.dumps({k: round(v, 3) for k, v in q["accuracy"].items()}))
     print("prior:   ", json.dumps({k: round(v, 3) for k, v in q["prior"].items()}))
     if args.captions:
-        c = evaluate_captions(run)
-        print("captions:", json.dumps({k: round(v, 3) for k, v in c.items() if isinstance(v, float)}))
+        c = evaluate_captions(run, split=args.split)
+        print(f"captions ({args.split}):", json.dumps({k: round(v, 3) for k, v in c.items() if isinstance(v, float)}))
     print(f"{time.perf_counter() - t0:.0f} s in all, {args.threads} threads, seed {cfg.seed}")
 
 

@@ -194,6 +194,19 @@ class TestOnTinyLlama:
         finally:
             run.model.attention = "causal"
 
+    def test_beam_search_ranks_its_captions_with_the_config_length_penalty(self, run, monkeypatch):
+        from mmhelpers.scenarios.assistant.recipe import answer
+
+        seen = []
+        real = run.model.lm.generate
+        monkeypatch.setattr(run.model.lm, "generate", lambda **kw: seen.append(kw["length_penalty"]) or real(**kw))
+        question = ["Describe the image briefly."] * 2
+        assert run.cfg.length_penalty == 0.0  # the recipe's default: log-probability alone
+        ranked = answer(run, [0, 1], question, max_new_tokens=6, num_beams=3)
+        longer = answer(replace(run, cfg=replace(run.cfg, length_penalty=1.0)), [0, 1], question, max_new_tokens=6,
+                        num_beams=3)  # fmt: skip
+        assert seen == [0.0, 1.0] and len(ranked) == len(longer) == 2
+
     def test_a_streamer_sees_the_reply_answer_returns(self, run):
         from transformers import TextStreamer
 
@@ -278,6 +291,7 @@ def test_a_stage_is_keyed_by_its_own_and_earlier_settings_only():
     assert _run_key(cfg, 0) == _run_key(replace(cfg, stage1_lr=0.5), 0)
     assert _run_key(cfg, 1) == _run_key(replace(cfg, max_new_tokens=3, device="cpu"), 1)  # decoding, placement
     assert _run_key(cfg, 2) == _run_key(replace(cfg, decode_precision=None), 2)
+    assert _run_key(cfg, 2) == _run_key(replace(cfg, length_penalty=1.0, num_beams=5), 2)
     assert _run_key(cfg, 1) == _run_key(replace(cfg, corpus_steps=0, corpus_batch_size=8), 1)  # stage 2's corpus
     assert _run_key(cfg, 2) != _run_key(replace(cfg, corpus_steps=0), 2)
 
