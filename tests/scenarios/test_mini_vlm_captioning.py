@@ -81,6 +81,24 @@ def test_lm_corpus_excludes_val_and_test_images(smoke: CaptionResult) -> None:
     assert len(data.lm_corpus) == len(data.lm_image_ids) > 5 * SMOKE.split[0]
 
 
+def test_data_seed_fixes_the_split_whatever_the_training_seed() -> None:
+    from dataclasses import replace
+
+    from mmhelpers.scenarios.mini_vlm.captioning import _run_key
+
+    base = replace(SMOKE, seed=0)
+    same = load_caption_data(replace(base, seed=1, data_seed=0))
+    committed = load_caption_data(base)
+    other = load_caption_data(replace(base, seed=1))  # data_seed None: the split follows the training seed
+    for s in ("train", "val", "test"):
+        assert same.splits[s].tolist() == committed.splits[s].tolist()
+    assert same.captions == committed.captions and same.lm_corpus == committed.lm_corpus
+    assert other.splits["test"].tolist() != committed.splits["test"].tolist()
+    # the default data (data_seed None or equal to seed) keeps the notebooks' checkpoint keys; another one changes them
+    assert _run_key(replace(base, data_seed=0), "pretrain") == _run_key(base, "pretrain")
+    assert _run_key(replace(base, seed=1, data_seed=0), "finetune") != _run_key(replace(base, seed=1), "finetune")
+
+
 @pytest.mark.mirror
 def test_real_lm_corpus_excludes_val_and_test_images(real_mirror: Path) -> None:
     from mmhelpers.data.flickr8k import load_flickr8k_all_captions

@@ -93,6 +93,9 @@ class CaptionConfig:
     # with captions.jsonl (LLaVA style, see mmhelpers.data.llava_folder) or the path of such a file
     data: str = "real"
     seed: int = 0
+    # the data's seed: the photos' split (and the embedded scenes); None: ``seed``, as the committed runs drew it, so
+    # each training seed held out other photos. Fix it (e.g. 0) to train several seeds on the same held-out photos
+    data_seed: int | None = None
     split: tuple[int, int, int] = (800, 100, 100)  # images: train, val, test (embedded: scenes); own data: 80/10/10 %
     n_lm_scenes: int = 4000  # embedded: extra text-only scenes whose captions join the LM corpus
     image_size: int = 224  # encoder input; the grid has (image_size // 32)^2 cells
@@ -171,6 +174,10 @@ class CaptionData:
         return [self.captions[i] for i in self.splits[split]]
 
 
+def _data_seed(cfg: CaptionConfig) -> int:
+    return cfg.seed if cfg.data_seed is None else cfg.data_seed
+
+
 def _split_indices(n: int, sizes: tuple[int, int, int], seed: int) -> dict[str, np.ndarray]:
     """A seeded split of image indices into train/val/test."""
     if sum(sizes) > n:
@@ -187,7 +194,7 @@ def _load_real(cfg: CaptionConfig) -> CaptionData:
     from mmhelpers.data.flickr8k import load_flickr8k, load_flickr8k_all_captions
 
     ds = load_flickr8k(progress=False)
-    train, val, test = ds.split(cfg.split, seed=cfg.seed)
+    train, val, test = ds.split(cfg.split, seed=_data_seed(cfg))
     names = [p.name for p in ds.image_paths]
     held_out = {names[i] for i in np.concatenate([val, test])}
     by_image = load_flickr8k_all_captions(exclude_images=held_out)
@@ -202,10 +209,11 @@ def _load_embedded(cfg: CaptionConfig) -> CaptionData:
     from mmhelpers.data.sort_of_clevr import make_scenes, render_scene, scene_captions
 
     n = sum(cfg.split)
-    scenes = make_scenes(n + cfg.n_lm_scenes, cfg.seed)  # the first n are the image set, the rest text only
-    captions = [scene_captions(s, n=5, seed=cfg.seed) for s in scenes]
+    seed = _data_seed(cfg)
+    scenes = make_scenes(n + cfg.n_lm_scenes, seed)  # the first n are the image set, the rest text only
+    captions = [scene_captions(s, n=5, seed=seed) for s in scenes]
     ids = [f"scene{i:05d}" for i in range(len(scenes))]
-    splits = _split_indices(n, cfg.split, cfg.seed)
+    splits = _split_indices(n, cfg.split, seed)
     lm_images = [*splits["train"].tolist(), *range(n, len(scenes))]
     return CaptionData([render_scene(s) for s in scenes[:n]], ids[:n], captions[:n], splits,
                        [c for i in lm_images for c in captions[i]], [ids[i] for i in lm_images for _ in captions[i]],
@@ -221,7 +229,7 @@ def _load_own(cfg: CaptionConfig) -> CaptionData:
         by_image.setdefault(record.image, []).extend(answer for _, answer in record.turns)
     images = list(by_image)
     captions = [by_image[p] for p in images]
-    splits = split_by_image(images, seed=cfg.seed)
+    splits = split_by_image(images, seed=_data_seed(cfg))
     train = splits["train"].tolist()
     ids = [str(p.relative_to(source.parent)) if p.is_relative_to(source.parent) else str(p) for p in images]
     return CaptionData(images, ids, captions, splits, [c for i in train for c in captions[i]],
@@ -282,6 +290,8 @@ def _run_key(cfg: CaptionConfig, stage: str, **extra: Any) -> str:
     """A short hash of the settings a training stage depends on (pre-training ignores the fine-tuning ones)."""
     skip = _EVAL_FIELDS + (_FINETUNE_FIELDS if stage == "pretrain" else ())
     blob = {k: v for k, v in asdict(cfg).items() if k not in skip} | extra | {"stage": stage}
+    if blob.pop("data_seed") not in (None, cfg.seed):  # the same data as the default: the same key
+        blob["data_seed"] = cfg.data_seed
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
