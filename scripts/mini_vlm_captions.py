@@ -9,7 +9,9 @@ the full captioning recipe (``run_captioning``, as notebook 03.05 runs it on the
 every fusion fine-tuned, the one with the best validation CIDEr-D chosen) with the split fixed by ``--data-seed``, so
 the mini VLM's mean and spread over training seeds compare with the assistant's on the same photos. Checkpoints go
 to the notebooks' cache (``captioning/``, keyed by the settings; ``data_seed`` equal to the seed keeps the notebooks'
-key, so seed 0 loads their run where it is cached; a finished run loads, an unfinished one continues). fp32, as the committed runs; ``--threads`` per seed.
+key, so seed 0 loads their run where it is cached; a finished run loads, an unfinished one continues). fp32, as the
+committed runs; ``--threads`` per seed. ``seconds`` per seed is this command's time for it: training, or loading a
+cached run, and scoring.
 """
 
 import argparse
