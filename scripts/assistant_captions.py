@@ -3,6 +3,7 @@
     MMHELPERS_MIRROR=../shared/data python scripts/assistant_captions.py --seed 0 --decoding
     MMHELPERS_MIRROR=../shared/data python scripts/assistant_captions.py --seed 1 --text [FIELD=VALUE ...]
     MMHELPERS_MIRROR=../shared/data python scripts/assistant_captions.py --seed 0 --precision
+    MMHELPERS_MIRROR=../shared/data python scripts/assistant_captions.py --seed 0 --repetition
 
 The model is the full CPU recipe (real data) with any ``AssistantConfig`` field changed by FIELD=VALUE (a Python
 literal), its two stages loaded from the notebooks' checkpoints (``--cache assistant``, the default; trained there
@@ -13,6 +14,10 @@ if absent).
 CIDEr-D of the top caption and of the n-best's consensus caption (the one most like the others), and the captions'
 length against their closest reference's, as BLEU's brevity penalty counts it. ``length_penalty=...`` as a
 FIELD=VALUE does not change this grid.
+
+``--repetition``: on the VALIDATION photos, the recipe's beam search (beams and length penalty of the config) as it
+is, and with transformers' ``no_repeat_ngram_size`` 3 or 2 or ``repetition_penalty=1.2``: BLEU-4 and CIDEr-D of the
+top caption, and how many captions each setting changed.
 
 ``--text``: on the TEST photos, the captions with and without each photo's region-phrase text, and how many palette
 colour words each holds in the photos that have text, against their references' (per reference caption).
@@ -46,8 +51,9 @@ PALETTE = re.compile(r"\b(red|green|blue|orange|gray|grey|yellow)\b", re.I)  # S
 
 
 @torch.no_grad()
-def n_best(run, rows: list[int], beams: int, length_penalty: float, batch_size: int = 20) -> list[list[str]]:
-    """The ``beams`` best captions of each image, best first (transformers' beam search on the prompt's embeddings)."""
+def n_best(run, rows: list[int], beams: int, length_penalty: float, batch_size: int = 20, **generate) -> list[list[str]]:
+    """The ``beams`` best captions of each image, best first (transformers' beam search on the prompt's embeddings;
+    ``generate``: more of its keyword arguments, e.g. ``no_repeat_ngram_size``)."""
     model, tok, stop = run.model, run.tokenizer, stop_ids(run.tokenizer)
     model.eval()
     out = []
@@ -61,7 +67,7 @@ def n_best(run, rows: list[int], beams: int, length_penalty: float, batch_size: 
         ids = model.lm.generate(inputs_embeds=embeds, attention_mask=batch["attention_mask"], num_beams=beams,
                                 num_return_sequences=beams, length_penalty=length_penalty, do_sample=False,
                                 early_stopping=True, max_new_tokens=run.cfg.max_new_tokens, eos_token_id=sorted(stop),
-                                pad_token_id=tok.pad_token_id).tolist()  # fmt: skip
+                                pad_token_id=tok.pad_token_id, **generate).tolist()  # fmt: skip
         for j in range(len(chunk)):
             caps = []
             for row in ids[j * beams : (j + 1) * beams]:
@@ -95,6 +101,21 @@ def decoding(run) -> list[dict]:
             s = caption_scores(refs, caps)
             row[name] = {"bleu4": s["bleu4"], "cider": s["cider"], "length_ratio": length_ratio(refs, caps)}
         row["seconds"] = time.perf_counter() - t
+        print(json.dumps(row), flush=True)
+        out.append(row)
+    return out
+
+
+def repetition(run) -> list[dict]:
+    rows = run.data.caption_images("val")
+    refs = [run.data.references[i] for i in rows]
+    out, base = [], None
+    for settings in ({}, {"no_repeat_ngram_size": 3}, {"no_repeat_ngram_size": 2}, {"repetition_penalty": 1.2}):
+        caps = [c[0] for c in n_best(run, rows, run.cfg.num_beams, run.cfg.length_penalty, **settings)]
+        base = base or caps
+        s = caption_scores(refs, caps)
+        changed = sum(a != b for a, b in zip(base, caps, strict=True))
+        row = {**settings, "bleu4": s["bleu4"], "cider": s["cider"], "changed": changed}
         print(json.dumps(row), flush=True)
         out.append(row)
     return out
@@ -139,13 +160,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", default="assistant", help="checkpoints under the cache folder (the notebooks')")
     parser.add_argument("--decoding", action="store_true", help="decoding settings on the validation photos")
+    parser.add_argument("--repetition", action="store_true", help="repetition constraints on the validation photos")
     parser.add_argument("--text", action="store_true", help="test captions with and without the region phrases")
     parser.add_argument("--precision", action="store_true", help="captions decoded in the run's precision and fp32")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", help="write the numbers here as JSON")
     args = parser.parse_args()
-    if not (args.decoding or args.text or args.precision):
-        parser.error("ask for --decoding, --text, --precision or several")
+    if not (args.decoding or args.repetition or args.text or args.precision):
+        parser.error("ask for --decoding, --repetition, --text, --precision or several")
     torch.set_num_threads(args.threads)
     cfg = replace(AssistantConfig(data="real", seed=args.seed), **overrides(args.settings))
     run = prepare(cfg, progress=False)
@@ -154,6 +176,8 @@ def main() -> None:
     result = {"seed": args.seed, "settings": args.settings, "threads": args.threads}
     if args.decoding:
         result["decoding"] = decoding(run)
+    if args.repetition:
+        result["repetition"] = repetition(run)
     if args.text:
         result["text"] = text_effect(run)
     if args.precision:
